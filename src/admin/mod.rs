@@ -1,0 +1,60 @@
+//! The admin listener: /metrics, /healthz, /readyz and /status. Never served
+//! on the data listener.
+
+mod status;
+
+pub use self::status::{PodStatus, ServiceStatus, Status};
+
+use crate::gateway::Shared;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+pub async fn handle<B>(
+    shared: Arc<Shared>,
+    req: Request<B>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"method-not-allowed"}"#.into(),
+        ));
+    }
+    let response = match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            shared.metrics.encode(),
+        ),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if shared.is_draining() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".into(),
+        ),
+        "/readyz" => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/status" => {
+            let status = Status::read(&shared);
+            let body = serde_json::to_string_pretty(&status).expect("status serializes");
+            json(StatusCode::OK, body)
+        }
+        _ => json(StatusCode::NOT_FOUND, r#"{"error":"not-found"}"#.into()),
+    };
+    Ok(response)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    text(status, "application/json", body)
+}

@@ -1,0 +1,80 @@
+//! `/status`: the services and their pods with live counts, as JSON.
+
+use crate::gateway::Shared;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub listen: String,
+    pub draining: bool,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub name: String,
+    pub namespace: String,
+    pub url: String,
+    pub hosts: Vec<String>,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub container_concurrency: usize,
+    pub ready_pods: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+    pub age_seconds: u64,
+    pub pods: Vec<PodStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    pub address: String,
+    pub in_flight: usize,
+    pub age_seconds: u64,
+}
+
+impl Status {
+    pub fn read(shared: &Shared) -> Status {
+        let config = shared.config();
+        let routes = shared.routes.load();
+        let services = routes
+            .services()
+            .iter()
+            .map(|s| {
+                let settings = s.settings();
+                let pods: Vec<PodStatus> = s
+                    .dispatcher()
+                    .pods()
+                    .iter()
+                    .map(|p| PodStatus {
+                        address: p.addr().to_string(),
+                        in_flight: p.in_flight(),
+                        age_seconds: p.age().as_secs(),
+                    })
+                    .collect();
+                ServiceStatus {
+                    name: s.name().to_string(),
+                    namespace: s.namespace().to_string(),
+                    url: format!("http://{}", settings.hosts[0]),
+                    hosts: settings.hosts.clone(),
+                    min_replicas: settings.config.min_replicas,
+                    max_replicas: settings.config.max_replicas(),
+                    container_concurrency: settings.config.container_concurrency,
+                    ready_pods: pods.len(),
+                    in_flight: s.dispatcher().in_flight(),
+                    queued: s.dispatcher().queued(),
+                    age_seconds: s.age().as_secs(),
+                    pods,
+                }
+            })
+            .collect();
+        Status {
+            listen: config.listen.to_string(),
+            draining: shared.is_draining(),
+            services,
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The typed shape of the configuration file. Every struct rejects unknown fields.
+
+use super::ByteSize;
+use serde::{de, Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// The data plane listener.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// The admin listener: /metrics /healthz /readyz /status.
+    #[serde(default = "defaults::admin")]
+    pub admin: SocketAddr,
+    /// The default host of a service is `<name>.<namespace>.<domain>`.
+    #[serde(default = "defaults::domain")]
+    pub domain: String,
+    #[serde(default)]
+    pub autoscaler: AutoscalerDefaults,
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Knative KPA settings; every key may be overridden per service.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AutoscalerDefaults {
+    pub stable_window: Dur,
+    pub panic_window_percentage: f64,
+    pub panic_threshold_percentage: f64,
+    pub target_utilization: f64,
+    pub scale_to_zero_grace_period: Dur,
+    pub max_scale_up_rate: f64,
+    pub max_scale_down_rate: f64,
+}
+
+/// How the gateway treats requests: limits and timeouts. Reloadable.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct GatewaySettings {
+    /// Time from sending a request upstream to its response headers; past it, 504.
+    pub request_timeout: Dur,
+    /// Time to open a TCP connection to a pod; past it, 502.
+    pub connect_timeout: Dur,
+    /// Pooled upstream connections idle longer than this are closed. Kept
+    /// shorter than common model-server keep-alives (uvicorn's is 5s) so
+    /// sluice never reuses a connection the pod is about to close.
+    pub upstream_idle_timeout: Dur,
+    /// Most requests a service may queue (containerConcurrency reached, or no
+    /// pod ready); beyond it, 503 at once.
+    pub queue_depth: usize,
+    /// Longest a request waits in the queue; past it, 503 with Retry-After.
+    pub queue_timeout: Dur,
+    /// Largest request body accepted; 0 means unlimited. Past it, 413.
+    pub max_request_body_size: ByteSize,
+    /// Largest total size of request header names and values; past it, 431.
+    pub max_header_size: ByteSize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub shutdown_grace_period: Dur,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceConfig {
+    pub name: String,
+    #[serde(default = "defaults::namespace")]
+    pub namespace: String,
+    /// Host names beyond `<name>.<namespace>.<domain>`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default = "defaults::min_replicas")]
+    pub min_replicas: u32,
+    /// Unset means `max(minReplicas, 1)`, as KServe does.
+    #[serde(default)]
+    pub max_replicas: Option<u32>,
+    #[serde(default = "defaults::scale_target")]
+    pub scale_target: f64,
+    #[serde(default)]
+    pub scale_metric: ScaleMetric,
+    /// 0 = unlimited; else the hard per-pod limit of requests in flight.
+    #[serde(default)]
+    pub container_concurrency: usize,
+    pub backend: Backend,
+
+    // Per-service overrides of the gateway settings.
+    #[serde(default)]
+    pub request_timeout: Option<Dur>,
+    #[serde(default)]
+    pub queue_depth: Option<usize>,
+    #[serde(default)]
+    pub queue_timeout: Option<Dur>,
+
+    // Per-service overrides of the autoscaler defaults.
+    #[serde(default)]
+    pub stable_window: Option<Dur>,
+    #[serde(default)]
+    pub panic_window_percentage: Option<f64>,
+    #[serde(default)]
+    pub panic_threshold_percentage: Option<f64>,
+    #[serde(default)]
+    pub target_utilization: Option<f64>,
+    #[serde(default)]
+    pub scale_to_zero_grace_period: Option<Dur>,
+    #[serde(default)]
+    pub max_scale_up_rate: Option<f64>,
+    #[serde(default)]
+    pub max_scale_down_rate: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleMetric {
+    #[default]
+    Concurrency,
+    Rps,
+}
+
+/// Where the pods of a service come from. Exactly one kind must be given.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// A fixed list of pod addresses (`host:port`). No scaling.
+    #[serde(default, rename = "static")]
+    pub static_pods: Option<Vec<String>>,
+}
+
+/// A duration written as `60s`, `500ms`, `2m` or `1h 30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map(Dur).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write e.g. 60s or 500ms"
+            ))
+        })
+    }
+}
+
+impl ServiceConfig {
+    /// The service's own host: `<name>.<namespace>.<domain>`.
+    pub fn default_host(&self, domain: &str) -> String {
+        format!("{}.{}.{}", self.name, self.namespace, domain)
+    }
+
+    pub fn max_replicas(&self) -> u32 {
+        self.max_replicas.unwrap_or(self.min_replicas.max(1))
+    }
+}
+
+impl Default for AutoscalerDefaults {
+    fn default() -> Self {
+        AutoscalerDefaults {
+            stable_window: Dur(Duration::from_secs(60)),
+            panic_window_percentage: 10.0,
+            panic_threshold_percentage: 200.0,
+            target_utilization: 1.0,
+            scale_to_zero_grace_period: Dur(Duration::from_secs(30)),
+            max_scale_up_rate: 1000.0,
+            max_scale_down_rate: 2.0,
+        }
+    }
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            // Knative's default revision timeout.
+            request_timeout: Dur(Duration::from_secs(300)),
+            connect_timeout: Dur(Duration::from_secs(2)),
+            upstream_idle_timeout: Dur(Duration::from_secs(4)),
+            queue_depth: 10_000,
+            queue_timeout: Dur(Duration::from_secs(30)),
+            max_request_body_size: ByteSize(0),
+            max_header_size: ByteSize(64 << 10),
+            shutdown_grace_period: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+
+    pub fn listen() -> SocketAddr {
+        ([127, 0, 0, 1], 30200).into()
+    }
+    pub fn admin() -> SocketAddr {
+        ([127, 0, 0, 1], 9091).into()
+    }
+    pub fn domain() -> String {
+        "example.com".into()
+    }
+    pub fn namespace() -> String {
+        "default".into()
+    }
+    pub fn min_replicas() -> u32 {
+        1
+    }
+    pub fn scale_target() -> f64 {
+        1.0
+    }
+}

@@ -1,0 +1,194 @@
+//! `sluice gateway`: binds the data and admin listeners, serves until told to
+//! stop, reloads its configuration on SIGHUP and when the file changes.
+
+mod reload;
+mod server;
+mod shared;
+
+pub use self::shared::Shared;
+
+use crate::config::{Config, ConfigError};
+use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::{info, warn};
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    data_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    config_path: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    data_server: JoinHandle<()>,
+    admin_server: JoinHandle<()>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Binds both listeners and starts serving. With `config_path`, the file
+    /// is watched and reloaded when it changes.
+    pub async fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Gateway, StartError> {
+        let data = bind(config.listen).await?;
+        let admin = bind(config.admin).await?;
+        let (data_addr, admin_addr) = (local_addr(&data), local_addr(&admin));
+        let max_header_size = config.gateway.max_header_size.0;
+        let names: Vec<String> = config
+            .services
+            .iter()
+            .map(|s| format!("{}/{}", s.namespace, s.name))
+            .collect();
+        let shared = Shared::new(config);
+        let (stop, stopped) = watch::channel(false);
+
+        let data_shared = shared.clone();
+        let data_server = tokio::spawn(server::serve(
+            data,
+            server::builder(max_header_size),
+            // Per connection: request ids around the proxy.
+            move |peer: SocketAddr| {
+                let shared = data_shared.clone();
+                let service = ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                    .layer(PropagateRequestIdLayer::x_request_id())
+                    .service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move {
+                            Ok::<_, Infallible>(crate::proxy::proxy(shared, peer.ip(), req).await)
+                        }
+                    });
+                TowerToHyperService::new(service)
+            },
+            stopped.clone(),
+        ));
+        let admin_shared = shared.clone();
+        let admin_server = tokio::spawn(server::serve(
+            admin,
+            server::builder(max_header_size),
+            move |_peer| {
+                let shared = admin_shared.clone();
+                hyper::service::service_fn(move |req| crate::admin::handle(shared.clone(), req))
+            },
+            stopped.clone(),
+        ));
+        let watcher = config_path
+            .clone()
+            .map(|path| tokio::spawn(reload::watch_file(shared.clone(), path, stopped)));
+        info!(listen = %data_addr, admin = %admin_addr, services = ?names, "sluice gateway started");
+        Ok(Gateway {
+            shared,
+            data_addr,
+            admin_addr,
+            config_path,
+            stop,
+            data_server,
+            admin_server,
+            watcher,
+        })
+    }
+
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Re-reads the configuration file. An invalid file is reported and the
+    /// running configuration keeps serving.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        match &self.config_path {
+            Some(path) => reload::reload(&self.shared, path),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish for at most `grace`,
+    /// and returns whether they all did.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.shared.start_draining();
+        let _ = self.stop.send(true);
+        if let Some(watcher) = self.watcher {
+            watcher.abort();
+        }
+        let drained = tokio::time::timeout(grace, async {
+            let _ = tokio::join!(self.data_server, self.admin_server);
+        })
+        .await
+        .is_ok();
+        if drained {
+            info!("all requests finished; stopped");
+        } else {
+            warn!(
+                ?grace,
+                "grace period over with requests still in flight; stopping anyway"
+            );
+        }
+        drained
+    }
+}
+
+/// Runs a gateway until SIGTERM or SIGINT; SIGHUP reloads the configuration.
+pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let gateway = Gateway::start(config, Some(config_path)).await?;
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                let _ = gateway.reload();
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let grace = gateway.shared.settings.load().shutdown_grace_period.0;
+    info!(
+        ?grace,
+        "shutting down: no new connections; waiting for requests in flight"
+    );
+    gateway.shutdown(grace).await;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+}

@@ -1,0 +1,12 @@
+//! sluice: a concurrency-aware reverse proxy, activator and autoscaler for model serving.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod metrics;
+pub mod pods;
+pub mod proxy;
+pub mod routing;
+pub mod service;

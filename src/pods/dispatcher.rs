@@ -1,0 +1,252 @@
+//! Admission of requests to the pods of one service.
+//!
+//! A request gets a [`Lease`] on a pod with a free slot at once, or waits in a
+//! bounded FIFO queue until one frees (HAProxy's `maxconn` with a queue). A
+//! freed slot goes straight to the oldest waiter, so nobody is overtaken. The
+//! same queue holds requests while a service has no pod at all.
+//!
+//! All decisions happen under one short lock per service; the counts are also
+//! kept in atomics so metrics and status read them without the lock.
+
+use super::{pick, Lease, Pod, Slot};
+use http::uri::Authority;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    #[error("the queue is full")]
+    QueueFull,
+    #[error("timed out waiting in the queue")]
+    QueueTimeout,
+}
+
+#[derive(Debug)]
+pub struct Dispatcher {
+    state: Mutex<State>,
+    /// Leases outstanding: requests at a pod whose response has not ended.
+    in_flight: AtomicUsize,
+    /// Requests waiting in the queue.
+    queued: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct State {
+    pods: Vec<Arc<Pod>>,
+    waiters: VecDeque<oneshot::Sender<Arc<Pod>>>,
+    /// containerConcurrency: 0 = unlimited.
+    limit: usize,
+    queue_depth: usize,
+    rng: fastrand::Rng,
+    picks: u64,
+}
+
+/// A place in the queue. Dropping it (timeout, or the client went away) leaves
+/// the queue; a slot handed over at that very moment is passed on, not lost.
+struct Waiting<'a> {
+    dispatcher: &'a Arc<Dispatcher>,
+    rx: oneshot::Receiver<Arc<Pod>>,
+}
+
+// === impl Dispatcher ===
+
+impl Dispatcher {
+    pub fn new(limit: usize, queue_depth: usize, rng: fastrand::Rng) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            state: Mutex::new(State {
+                pods: Vec::new(),
+                waiters: VecDeque::new(),
+                limit,
+                queue_depth,
+                rng,
+                picks: 0,
+            }),
+            in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+        })
+    }
+
+    /// Admits a request to a pod, waiting in the queue for at most `timeout`.
+    /// `avoid` names a pod to take only if no other has a free slot.
+    pub async fn admit(
+        self: &Arc<Self>,
+        avoid: Option<&Pod>,
+        timeout: Duration,
+    ) -> Result<Lease, AdmitError> {
+        let rx = {
+            let mut state = self.lock();
+            state.drop_gone_waiters();
+            if state.waiters.is_empty() {
+                if let Some(pod) = state.take_slot(avoid) {
+                    return Ok(Lease::new(self.clone(), pod));
+                }
+            }
+            if state.waiters.len() >= state.queue_depth {
+                state.waiters.retain(|tx| !tx.is_closed());
+                if state.waiters.len() >= state.queue_depth {
+                    return Err(AdmitError::QueueFull);
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiters.push_back(tx);
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            rx
+        };
+        let mut waiting = Waiting {
+            dispatcher: self,
+            rx,
+        };
+        match tokio::time::timeout(timeout, &mut waiting.rx).await {
+            Ok(Ok(pod)) => Ok(Lease::new(self.clone(), pod)),
+            // The sender is dropped only if the dispatcher goes away.
+            Ok(Err(_)) | Err(_) => Err(AdmitError::QueueTimeout),
+        }
+    }
+
+    /// Replaces the set of pods. Pods that remain keep their counts; removed
+    /// ones finish their requests and get no new ones; waiters get new slots.
+    pub fn set_pods(&self, addrs: &[Authority]) {
+        let mut state = self.lock();
+        let old = std::mem::take(&mut state.pods);
+        let mut next = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            match old.iter().find(|p| p.authority() == addr) {
+                Some(pod) => next.push(pod.clone()),
+                None => next.push(Arc::new(Pod::new(addr.clone()))),
+            }
+        }
+        for pod in &old {
+            if !next.iter().any(|p| Arc::ptr_eq(p, pod)) {
+                pod.retired.store(true, Ordering::Relaxed);
+            }
+        }
+        state.pods = next;
+        state.serve_waiters();
+    }
+
+    /// Changes containerConcurrency and the queue depth in place.
+    pub fn set_limits(&self, limit: usize, queue_depth: usize) {
+        let mut state = self.lock();
+        state.limit = limit;
+        state.queue_depth = queue_depth;
+        state.serve_waiters();
+    }
+
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.lock().pods.clone()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn lease_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn lease_ended(&self, pod: &Arc<Pod>) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.free_slot(pod);
+    }
+
+    /// Gives back a slot on `pod` and hands it to the oldest waiter.
+    fn free_slot(&self, pod: &Arc<Pod>) {
+        let mut state = self.lock();
+        pod.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !pod.is_retired() {
+            state.hand_over(pod);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the counts half-updated: every
+        // critical section is a handful of integer updates.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === impl State ===
+
+impl State {
+    fn has_capacity(&self, pod: &Pod) -> bool {
+        self.limit == 0 || pod.in_flight() < self.limit
+    }
+
+    /// Picks a pod with a free slot and takes the slot.
+    fn take_slot(&mut self, avoid: Option<&Pod>) -> Option<Arc<Pod>> {
+        let pods = &self.pods;
+        let slot = |i: usize| Slot {
+            in_flight: pods[i].in_flight(),
+            last_pick: pods[i].last_pick.load(Ordering::Relaxed),
+            avoid: avoid.is_some_and(|a| std::ptr::eq(a, &*pods[i])),
+        };
+        let i = pick(pods.len(), slot, self.limit, &mut self.rng)?;
+        self.picks += 1;
+        let pod = self.pods[i].clone();
+        pod.last_pick.store(self.picks, Ordering::Relaxed);
+        pod.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(pod)
+    }
+
+    /// Hands a freed slot on `pod` to the oldest live waiter, if any.
+    fn hand_over(&mut self, pod: &Arc<Pod>) {
+        while self.has_capacity(pod) {
+            let Some(tx) = self.waiters.pop_front() else {
+                return;
+            };
+            pod.in_flight.fetch_add(1, Ordering::Relaxed);
+            if tx.send(pod.clone()).is_err() {
+                // That waiter left; the slot goes to the next one.
+                pod.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Serves waiters from any pod with capacity (new pods, higher limits).
+    fn serve_waiters(&mut self) {
+        loop {
+            self.drop_gone_waiters();
+            if self.waiters.is_empty() {
+                return;
+            }
+            let Some(pod) = self.take_slot(None) else {
+                return;
+            };
+            let tx = self.waiters.pop_front().expect("checked non-empty");
+            if tx.send(pod.clone()).is_err() {
+                pod.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn drop_gone_waiters(&mut self) {
+        while self.waiters.front().is_some_and(|tx| tx.is_closed()) {
+            self.waiters.pop_front();
+        }
+    }
+}
+
+// === impl Waiting ===
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.dispatcher.queued.fetch_sub(1, Ordering::Relaxed);
+        self.rx.close();
+        // A slot sent after we stopped listening but before close() is ours
+        // to give back; otherwise it would stay taken for ever.
+        if let Ok(pod) = self.rx.try_recv() {
+            self.dispatcher.free_slot(&pod);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The pods of a service, how one is picked, and the queue that admits requests to them.
+
+mod balance;
+mod dispatcher;
+mod lease;
+mod pod;
+
+pub use self::balance::{pick, Slot};
+pub use self::dispatcher::{AdmitError, Dispatcher};
+pub use self::lease::Lease;
+pub use self::pod::Pod;

@@ -1,0 +1,53 @@
+//! One pod: an address and its live load.
+
+use http::uri::Authority;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+#[derive(Debug)]
+pub struct Pod {
+    authority: Authority,
+    /// Requests admitted to this pod whose response body has not ended.
+    /// Written only under the dispatcher's lock; read freely.
+    pub(super) in_flight: AtomicUsize,
+    /// When the balancer last picked this pod (a sequence number): the tie-breaker.
+    pub(super) last_pick: AtomicU64,
+    /// Removed from its service: finishes what it has, gets nothing new.
+    pub(super) retired: AtomicBool,
+    started: Instant,
+}
+
+// === impl Pod ===
+
+impl Pod {
+    pub fn new(authority: Authority) -> Self {
+        Pod {
+            authority,
+            in_flight: AtomicUsize::new(0),
+            last_pick: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    /// `host:port`, as configured.
+    pub fn addr(&self) -> &str {
+        self.authority.as_str()
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    pub fn age(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}

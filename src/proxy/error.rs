@@ -1,0 +1,104 @@
+//! The errors sluice answers itself. Each becomes a response in one place,
+//! [`ProxyError::into_response`]: a JSON body and a `sluice-error` header, so a
+//! user can tell sluice's own failures from the model's.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+pub const SLUICE_ERROR: HeaderName = HeaderName::from_static("sluice-error");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no service for host {host:?} and path {path:?}")]
+    RouteNotFound { host: String, path: String },
+    #[error("request headers are {size} bytes, over the limit of {limit}")]
+    HeadersTooLarge { size: usize, limit: u64 },
+    #[error("request body is over the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the service's queue is full")]
+    QueueFull,
+    #[error("timed out after {0:?} waiting for a free pod")]
+    QueueTimeout(std::time::Duration),
+    #[error("cannot connect to pod {pod}: {reason}")]
+    UpstreamConnect { pod: String, reason: String },
+    #[error("pod {pod} did not answer within {timeout:?}")]
+    UpstreamTimeout {
+        pod: String,
+        timeout: std::time::Duration,
+    },
+    #[error("pod {pod} failed: {reason}")]
+    Upstream { pod: String, reason: String },
+}
+
+impl ProxyError {
+    /// The value of the `sluice-error` header and of `error` in the body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::RouteNotFound { .. } => "route-not-found",
+            ProxyError::HeadersTooLarge { .. } => "headers-too-large",
+            ProxyError::BodyTooLarge { .. } => "body-too-large",
+            ProxyError::QueueFull => "queue-full",
+            ProxyError::QueueTimeout(_) => "queue-timeout",
+            ProxyError::UpstreamConnect { .. } => "upstream-connect",
+            ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
+            ProxyError::Upstream { .. } => "upstream-failed",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::QueueFull | ProxyError::QueueTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamConnect { .. } | ProxyError::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({
+            "error": self.kind(),
+            "message": self.to_string(),
+            "status": self.status().as_u16(),
+        });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(SLUICE_ERROR, HeaderValue::from_static(self.kind()));
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_status_header_and_json() {
+        let r = ProxyError::QueueFull.into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["sluice-error"], "queue-full");
+        assert_eq!(r.headers()["retry-after"], "1");
+        let r = ProxyError::UpstreamTimeout {
+            pod: "p".into(),
+            timeout: std::time::Duration::from_secs(1),
+        }
+        .into_response();
+        assert_eq!(r.status(), 504);
+        assert!(r.headers().get("retry-after").is_none());
+        assert_eq!(ProxyError::BodyTooLarge { limit: 1 }.status(), 413);
+        assert_eq!(
+            ProxyError::HeadersTooLarge { size: 2, limit: 1 }.status(),
+            431
+        );
+    }
+}
