@@ -1,0 +1,181 @@
+//! A real HTTP/1.1 upstream ("pod") that records what it sees.
+//!
+//! Paths: `/slow?ms=N` waits N ms; `/echo` streams the request body back
+//! (and its trailers as response trailers); `/sink` reads the body and
+//! answers its length; `/download?bytes=N` streams N bytes; anything else
+//! answers the upstream's own address.
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+pub struct Seen {
+    pub hits: AtomicUsize,
+    pub in_flight: AtomicUsize,
+    pub peak: AtomicUsize,
+    pub connections: AtomicUsize,
+    pub last: Mutex<Option<(http::Method, String, HeaderMap)>>,
+}
+
+pub async fn upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let task = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                seen.connections.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let seen = seen.clone();
+                        async move { Ok::<_, Infallible>(handle(seen, addr, req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    });
+    Upstream { addr, seen, task }
+}
+
+impl Upstream {
+    pub fn hits(&self) -> usize {
+        self.seen.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn peak(&self) -> usize {
+        self.seen.peak.load(Ordering::SeqCst)
+    }
+
+    pub fn last_headers(&self) -> HeaderMap {
+        self.seen.last.lock().unwrap().as_ref().unwrap().2.clone()
+    }
+
+    pub fn last_path(&self) -> String {
+        self.seen.last.lock().unwrap().as_ref().unwrap().1.clone()
+    }
+
+    /// Stops accepting; connections already open are closed too.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    seen.hits.fetch_add(1, Ordering::SeqCst);
+    let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    seen.peak.fetch_max(now, Ordering::SeqCst);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    *seen.last.lock().unwrap() =
+        Some((req.method().clone(), path_and_query, req.headers().clone()));
+    let query_number = |key: &str| -> u64 {
+        req.uri()
+            .query()
+            .and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}="))?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let response = match req.uri().path() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query_number("ms"))).await;
+            text(addr.to_string())
+        }
+        "/echo" => {
+            // Trailers are sent over HTTP/1.1 only when declared in `Trailer`.
+            let declared = req.headers().get("trailer").cloned();
+            let mut r = Response::new(req.into_body().map_err(BoxError::from).boxed());
+            if let Some(declared) = declared {
+                r.headers_mut().insert("trailer", declared);
+            }
+            r
+        }
+        "/sink" => {
+            let mut body = req.into_body();
+            let mut total = 0u64;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map(|f| f.into_data()) {
+                    total += data.map(|d| d.len() as u64).unwrap_or(0);
+                }
+            }
+            text(total.to_string())
+        }
+        "/download" => {
+            let total = query_number("bytes");
+            let chunk = Bytes::from(vec![7u8; 64 << 10]);
+            let chunks = total / chunk.len() as u64;
+            let rest = (total % chunk.len() as u64) as usize;
+            let frames = stream::iter(0..chunks)
+                .map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone())))
+                .chain(stream::iter(
+                    (rest > 0).then(|| Ok(Frame::data(Bytes::from(vec![7u8; rest])))),
+                ));
+            Response::new(StreamBody::new(frames).map_err(|e| match e {}).boxed())
+        }
+        "/trailers" => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-checksum", "abc123".parse().unwrap());
+            let frames = stream::iter(vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"with trailers"))),
+                Ok(Frame::trailers(trailers)),
+            ]);
+            let mut r = Response::new(StreamBody::new(frames).map_err(|e| match e {}).boxed());
+            r.headers_mut()
+                .insert("trailer", "x-checksum".parse().unwrap());
+            r
+        }
+        _ => {
+            let mut r = text(addr.to_string());
+            r.headers_mut()
+                .insert("connection", "keep-alive, x-pod-secret".parse().unwrap());
+            r.headers_mut()
+                .insert("x-pod-secret", "hop".parse().unwrap());
+            r.headers_mut()
+                .insert("keep-alive", "timeout=5".parse().unwrap());
+            r
+        }
+    };
+    seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+fn text(body: String) -> Response<Body> {
+    Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed())
+}
