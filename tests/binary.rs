@@ -1,0 +1,177 @@
+//! The real binary: config checking, flat memory while streaming, signals.
+
+mod support;
+
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use support::process::{sluice, GatewayProcess};
+use support::*;
+
+#[test]
+fn check_accepts_a_good_file_and_names_the_fields_of_a_bad_one() {
+    let out = sluice()
+        .args(["check", "--config", "config/local.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "services:\n  - name: m\n    scaleTarget: -1\n    backend: {static: [\"127.0.0.1\"]}\n",
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("services[0].scaleTarget"), "{err}");
+    assert!(err.contains("services[0].backend.static[0]"), "{err}");
+
+    std::fs::write(&bad, "listen: 127.0.0.1:0\nservice: []\n").unwrap();
+    let out = sluice()
+        .args(["gateway", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "the gateway refuses to start on a bad file"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `service`"));
+}
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_body_streams_both_ways_with_flat_memory() {
+    let pod = upstream().await;
+    let gw = GatewayProcess::start(&one_service(&[&pod], ""));
+    let c = client();
+    // Warm up: connections, pools and buffers exist before the baseline.
+    let r = c
+        .post(gw.url("/sink"))
+        .header("host", HOST)
+        .body(vec![0u8; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), (1 << 20).to_string());
+    let (baseline, _) = gw.rss_kib();
+
+    // Upload 100 MiB in 64 KiB chunks; the pod counts what arrives.
+    let chunk = Bytes::from(vec![5u8; 64 << 10]);
+    let chunks =
+        futures::stream::iter((0..1600).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let r = c
+        .post(gw.url("/sink"))
+        .header("host", HOST)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), (100 * MIB).to_string());
+
+    // Download 100 MiB.
+    let mut r = c
+        .get(gw.url(&format!("/download?bytes={}", 100 * MIB)))
+        .header("host", HOST)
+        .send()
+        .await
+        .unwrap();
+    let mut received = 0u64;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        received += chunk.len() as u64;
+    }
+    assert_eq!(received, 100 * MIB);
+
+    let (_, peak) = gw.rss_kib();
+    let growth_mib = peak.saturating_sub(baseline) as f64 / 1024.0;
+    eprintln!("gateway RSS: baseline {baseline} KiB, peak {peak} KiB, growth {growth_mib:.1} MiB");
+    assert!(
+        growth_mib < 30.0,
+        "RSS grew by {growth_mib:.1} MiB (baseline {baseline} KiB, peak {peak} KiB)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file() {
+    let (a, b) = (upstream().await, upstream().await);
+    let gw = GatewayProcess::start(&one_service(&[&a], ""));
+    std::fs::write(&gw.config_path, one_service(&[&b], "")).unwrap();
+    gw.signal("HUP");
+    let c = client();
+    eventually(
+        Duration::from_secs(10),
+        "requests go to the new pod",
+        || async {
+            c.get(gw.url("/"))
+                .header("host", HOST)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                == b.addr.to_string()
+        },
+    )
+    .await;
+    assert!(
+        gw.log_text().contains("configuration reloaded"),
+        "{}",
+        gw.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
+    let pod = upstream().await;
+    let mut gw = GatewayProcess::start(&one_service(&[&pod], ""));
+    let c = client();
+    let slow = tokio::spawn({
+        let (c, url) = (c.clone(), gw.url("/slow?ms=1500"));
+        async move {
+            let r = c.get(url).header("host", HOST).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    });
+    eventually(
+        Duration::from_secs(5),
+        "the slow request reached the pod",
+        || async { pod.hits() == 1 },
+    )
+    .await;
+    gw.signal("TERM");
+    eventually(Duration::from_secs(5), "the listener is closed", || async {
+        tokio::net::TcpStream::connect(gw.data).await.is_err()
+    })
+    .await;
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200, "the request in flight finished");
+    assert_eq!(body, pod.addr.to_string());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit}");
+    assert!(
+        gw.log_text().contains("all requests finished"),
+        "{}",
+        gw.log_text()
+    );
+}
