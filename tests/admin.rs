@@ -3,6 +3,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::*;
 
@@ -229,6 +230,17 @@ async fn a_changed_file_is_reloaded_and_remaining_pods_keep_their_counts() {
     long.chunk().await.unwrap();
     let pod_a = service.dispatcher().pods()[0].clone();
     assert_eq!(pod_a.in_flight(), 1);
+    // A short request leaves a second, idle connection to pod a in the pool.
+    c.get(gw.url("/"))
+        .header("host", HOST)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let connections_to_a = a.seen.connections.load(Ordering::SeqCst);
+    assert_eq!(connections_to_a, 2);
 
     std::fs::write(
         &gw.config_path,

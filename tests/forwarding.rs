@@ -59,7 +59,7 @@ async fn unknown_host_is_404_json_and_no_upstream_is_contacted() {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"], "route-not-found");
     }
-    // An absolute-form request for another host: sluice is not an open proxy.
+    // A Host naming a pod's own address: sluice is not an open proxy.
     let r = c
         .get(gw.url("/"))
         .header("host", format!("{}", pod.addr))
@@ -136,19 +136,15 @@ async fn a_client_request_id_is_kept() {
 async fn http2_prior_knowledge_clients_are_served() {
     let pod = upstream().await;
     let gw = TestGateway::start(&one_service(&[&pod], "")).await;
-    let c = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let url = format!("http://{}/echo", HOST);
-    // Connect to the gateway while the :authority names the service.
-    let c2 = reqwest::Client::builder()
+    // The service's host resolves to the gateway, so `:authority` names it.
+    let port = gw.gateway.data_addr().port();
+    let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .resolve(HOST, gw.gateway.data_addr())
         .build()
         .unwrap();
-    let r = c2
-        .post(url.replace(HOST, &format!("{HOST}:{}", gw.gateway.data_addr().port())))
+    let r = h2
+        .post(format!("http://{HOST}:{port}/echo"))
         .body("over h2")
         .send()
         .await
@@ -156,21 +152,19 @@ async fn http2_prior_knowledge_clients_are_served() {
     assert_eq!(r.version(), http::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "over h2");
+    // The HTTP/1.1 pod gets the :authority as its Host.
     assert_eq!(
-        pod.last_headers()["host"]
-            .to_str()
-            .unwrap()
-            .split(':')
-            .next(),
-        Some(HOST)
+        pod.last_headers()["host"],
+        format!("{HOST}:{port}").as_str()
     );
-    // And by path, over h2.
-    let r = c
+    // And by the model in the path, over h2.
+    let r = h2
         .get(gw.url("/v1/models/redwine-week4"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), http::Version::HTTP_2);
 }
 
 #[tokio::test]
