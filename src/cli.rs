@@ -25,10 +25,34 @@ pub enum Command {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+    /// A stand-in model server (KServe v1 and v2) for demos and tests.
+    Predictor(PredictorArgs),
     /// Validate a configuration file and print every problem found.
     Check {
         /// The configuration file (YAML).
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PredictorArgs {
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, env = "SLUICE_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_BIND", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// The model's name, as in /v1/models/<name>.
+    #[arg(long, env = "SLUICE_MODEL_NAME", default_value = "redwine-week4")]
+    pub model_name: String,
+    /// Time each prediction takes, to mimic a real model (e.g. 50ms).
+    #[arg(long, env = "SLUICE_SERVICE_TIME", default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub service_time: std::time::Duration,
+    /// Predictions computed at once; the rest wait.
+    #[arg(long, env = "SLUICE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Time before the model reports ready, to mimic a slow-loading model.
+    #[arg(long, env = "SLUICE_STARTUP_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub startup_delay: std::time::Duration,
 }

@@ -7,6 +7,8 @@ pub mod config;
 pub mod gateway;
 pub mod metrics;
 pub mod pods;
+pub mod predictor;
 pub mod proxy;
 pub mod routing;
+pub mod server;
 pub mod service;

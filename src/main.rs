@@ -24,6 +24,23 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_INVALID_CONFIG)
             }
         },
+        Command::Predictor(args) => {
+            let options = sluice::predictor::PredictorOptions {
+                listen: (args.bind, args.port).into(),
+                model: args.model_name,
+                service_time: args.service_time,
+                workers: args.workers,
+                startup_delay: args.startup_delay,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            match runtime.block_on(sluice::predictor::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("predictor: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Gateway { config: path } => {
             let config = match Config::load(&path) {
                 Ok(config) => config,

@@ -2,12 +2,12 @@
 //! stop, reloads its configuration on SIGHUP and when the file changes.
 
 mod reload;
-mod server;
 mod shared;
 
 pub use self::shared::Shared;
 
 use crate::config::{Config, ConfigError};
+use crate::server;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;

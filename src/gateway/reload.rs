@@ -39,7 +39,7 @@ pub async fn watch_file(shared: Arc<Shared>, path: PathBuf, mut stopped: watch::
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = super::server::stopped(&mut stopped) => return,
+            _ = crate::server::stopped(&mut stopped) => return,
         }
         let current = tokio::fs::read(&path).await.ok();
         if current.is_some() && current != last {

@@ -1,4 +1,4 @@
-//! The accept loop shared by the data and admin listeners: HTTP/1.1 with
+//! The accept loop shared by every listener (data, admin, predictor): HTTP/1.1 with
 //! keep-alive and HTTP/2 with prior knowledge on one port, and a graceful stop.
 
 use http_body::Body;

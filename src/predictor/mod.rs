@@ -1,0 +1,226 @@
+//! `sluice predictor`: a stand-in model server for demos and tests.
+//!
+//! It speaks the KServe v1 and v2 inference protocols over a fixed linear
+//! model, with a configurable service time, a number of workers (default 1:
+//! like a single-worker model server it computes one request at a time and
+//! queues the rest, so concurrency above the workers really slows it down),
+//! and a start-up delay to mimic a slow-loading model. It is not a model
+//! server; put a real one behind sluice in production.
+
+mod model;
+
+pub use self::model::{predict, v1_predict, v2_infer, InputError, FEATURES};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::info;
+
+/// Largest request body the predictor reads.
+const MAX_BODY: usize = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct PredictorOptions {
+    pub listen: SocketAddr,
+    pub model: String,
+    pub service_time: Duration,
+    pub workers: usize,
+    pub startup_delay: Duration,
+}
+
+struct Model {
+    name: String,
+    ready: AtomicBool,
+    workers: Semaphore,
+    service_time: Duration,
+}
+
+/// A predictor serving in the background.
+pub struct Predictor {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Predictor {
+    pub async fn start(options: PredictorOptions) -> std::io::Result<Predictor> {
+        let listener = TcpListener::bind(options.listen).await?;
+        let addr = listener.local_addr()?;
+        let model = Arc::new(Model {
+            name: options.model.clone(),
+            ready: AtomicBool::new(options.startup_delay.is_zero()),
+            workers: Semaphore::new(options.workers.max(1)),
+            service_time: options.service_time,
+        });
+        if !options.startup_delay.is_zero() {
+            let model = model.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(options.startup_delay).await;
+                model.ready.store(true, Ordering::Relaxed);
+                info!(model = %model.name, "model loaded");
+            });
+        }
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(crate::server::serve(
+            listener,
+            crate::server::builder(64 << 10),
+            move |_peer| {
+                let model = model.clone();
+                hyper::service::service_fn(move |req| handle(model.clone(), req))
+            },
+            stopped,
+        ));
+        info!(%addr, model = %options.model, workers = options.workers, service_time = ?options.service_time, "sluice predictor (a stand-in model server) started");
+        Ok(Predictor { addr, stop, task })
+    }
+
+    /// Stops accepting and waits for requests in flight.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Runs a predictor until SIGTERM or SIGINT.
+pub async fn run(options: PredictorOptions) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let predictor = Predictor::start(options).await?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    predictor.stop().await;
+    Ok(())
+}
+
+async fn handle(
+    model: Arc<Model>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let v1 = path.strip_prefix("/v1/models/");
+    let v2 = path.strip_prefix("/v2/models/");
+    let response = match (req.method(), path.as_str(), v1, v2) {
+        (&Method::GET, "/v2/health/live", _, _) => reply(StatusCode::OK, json!({ "live": true })),
+        (&Method::GET, "/v2/health/ready", _, _) => {
+            readiness(&model, json!({ "ready": model.is_ready() }))
+        }
+        (&Method::GET, _, Some(name), _) if !name.contains(':') => match model.named(name) {
+            Ok(()) => readiness(
+                &model,
+                json!({ "name": model.name, "ready": model.is_ready() }),
+            ),
+            Err(r) => r,
+        },
+        (&Method::POST, _, Some(rest), _) if rest.ends_with(":predict") => {
+            match model.named(rest.trim_end_matches(":predict")) {
+                Ok(()) => model.infer(req, |body| v1_predict(body)).await,
+                Err(r) => r,
+            }
+        }
+        (&Method::GET, _, _, Some(rest)) if rest.ends_with("/ready") => {
+            match model.named(rest.trim_end_matches("/ready")) {
+                Ok(()) => readiness(
+                    &model,
+                    json!({ "name": model.name, "ready": model.is_ready() }),
+                ),
+                Err(r) => r,
+            }
+        }
+        (&Method::POST, _, _, Some(rest)) if rest.ends_with("/infer") => {
+            match model.named(rest.trim_end_matches("/infer")) {
+                Ok(()) => {
+                    let name = model.name.clone();
+                    model.infer(req, move |body| v2_infer(&name, body)).await
+                }
+                Err(r) => r,
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("no route for {} {path}", req.method()) }),
+        ),
+    };
+    Ok(response)
+}
+
+impl Model {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn named(&self, name: &str) -> Result<(), Response<Full<Bytes>>> {
+        if name == self.name {
+            Ok(())
+        } else {
+            Err(reply(
+                StatusCode::NOT_FOUND,
+                json!({ "error": format!("model {name} not found") }),
+            ))
+        }
+    }
+
+    /// Reads the body, waits for a worker, spends the service time, predicts.
+    async fn infer(
+        &self,
+        req: Request<Incoming>,
+        predict: impl FnOnce(&[u8]) -> Result<Value, InputError>,
+    ) -> Response<Full<Bytes>> {
+        if !self.is_ready() {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": format!("model {} is not ready", self.name) }),
+            );
+        }
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": format!("cannot read body: {e}") }),
+                )
+            }
+        };
+        let _worker = self
+            .workers
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        if !self.service_time.is_zero() {
+            tokio::time::sleep(self.service_time).await;
+        }
+        match predict(&body) {
+            Ok(output) => reply(StatusCode::OK, output),
+            Err(e) => reply(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
+        }
+    }
+}
+
+fn readiness(model: &Model, body: Value) -> Response<Full<Bytes>> {
+    let status = if model.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(status, body)
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
