@@ -104,50 +104,71 @@ pub async fn run(options: PredictorOptions) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The predictor's endpoints.
+enum Route<'a> {
+    Live,
+    Ready,
+    ModelReady(&'a str),
+    V1Predict(&'a str),
+    V2Infer(&'a str),
+    Unknown,
+}
+
+fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let v1 = path.strip_prefix("/v1/models/");
+    let v2 = path.strip_prefix("/v2/models/");
+    match (method, path) {
+        (&Method::GET, "/v2/health/live") => Route::Live,
+        (&Method::GET, "/v2/health/ready") => Route::Ready,
+        (&Method::GET, _) => match (v1, v2) {
+            (Some(name), _) if !name.contains(['/', ':']) => Route::ModelReady(name),
+            (_, Some(rest)) => rest
+                .strip_suffix("/ready")
+                .map_or(Route::Unknown, Route::ModelReady),
+            _ => Route::Unknown,
+        },
+        (&Method::POST, _) => match (v1, v2) {
+            (Some(rest), _) => rest
+                .strip_suffix(":predict")
+                .map_or(Route::Unknown, Route::V1Predict),
+            (_, Some(rest)) => rest
+                .strip_suffix("/infer")
+                .map_or(Route::Unknown, Route::V2Infer),
+            _ => Route::Unknown,
+        },
+        _ => Route::Unknown,
+    }
+}
+
 async fn handle(
     model: Arc<Model>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    let v1 = path.strip_prefix("/v1/models/");
-    let v2 = path.strip_prefix("/v2/models/");
-    let response = match (req.method(), path.as_str(), v1, v2) {
-        (&Method::GET, "/v2/health/live", _, _) => reply(StatusCode::OK, json!({ "live": true })),
-        (&Method::GET, "/v2/health/ready", _, _) => {
-            readiness(&model, json!({ "ready": model.is_ready() }))
+    let route = route(req.method(), &path);
+    let named = match route {
+        Route::ModelReady(name) | Route::V1Predict(name) | Route::V2Infer(name) => Some(name),
+        _ => None,
+    };
+    if let Some(name) = named.filter(|name| *name != model.name) {
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("model {name} not found") }),
+        ));
+    }
+    let response = match route {
+        Route::Live => reply(StatusCode::OK, json!({ "live": true })),
+        Route::Ready => readiness(&model, json!({ "ready": model.is_ready() })),
+        Route::ModelReady(_) => readiness(
+            &model,
+            json!({ "name": model.name, "ready": model.is_ready() }),
+        ),
+        Route::V1Predict(_) => model.infer(req, v1_predict).await,
+        Route::V2Infer(_) => {
+            let name = model.name.clone();
+            model.infer(req, move |body| v2_infer(&name, body)).await
         }
-        (&Method::GET, _, Some(name), _) if !name.contains(':') => match model.named(name) {
-            Ok(()) => readiness(
-                &model,
-                json!({ "name": model.name, "ready": model.is_ready() }),
-            ),
-            Err(r) => r,
-        },
-        (&Method::POST, _, Some(rest), _) if rest.ends_with(":predict") => {
-            match model.named(rest.trim_end_matches(":predict")) {
-                Ok(()) => model.infer(req, |body| v1_predict(body)).await,
-                Err(r) => r,
-            }
-        }
-        (&Method::GET, _, _, Some(rest)) if rest.ends_with("/ready") => {
-            match model.named(rest.trim_end_matches("/ready")) {
-                Ok(()) => readiness(
-                    &model,
-                    json!({ "name": model.name, "ready": model.is_ready() }),
-                ),
-                Err(r) => r,
-            }
-        }
-        (&Method::POST, _, _, Some(rest)) if rest.ends_with("/infer") => {
-            match model.named(rest.trim_end_matches("/infer")) {
-                Ok(()) => {
-                    let name = model.name.clone();
-                    model.infer(req, move |body| v2_infer(&name, body)).await
-                }
-                Err(r) => r,
-            }
-        }
-        _ => reply(
+        Route::Unknown => reply(
             StatusCode::NOT_FOUND,
             json!({ "error": format!("no route for {} {path}", req.method()) }),
         ),
@@ -158,17 +179,6 @@ async fn handle(
 impl Model {
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
-    }
-
-    fn named(&self, name: &str) -> Result<(), Response<Full<Bytes>>> {
-        if name == self.name {
-            Ok(())
-        } else {
-            Err(reply(
-                StatusCode::NOT_FOUND,
-                json!({ "error": format!("model {name} not found") }),
-            ))
-        }
     }
 
     /// Reads the body, waits for a worker, spends the service time, predicts.
