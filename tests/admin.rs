@@ -47,6 +47,7 @@ async fn admin_endpoints_answer_and_the_data_listener_never_serves_them() {
     assert_eq!(service["containerConcurrency"], 2);
     assert_eq!(service["pods"][0]["address"], pod.addr.to_string());
     assert_eq!(service["pods"][0]["inFlight"], 0);
+    assert_eq!(service["pods"][0]["requests"], 0);
 
     for path in ["/metrics", "/healthz", "/readyz", "/status"] {
         let r = c.get(gw.url(path)).send().await.unwrap();
@@ -104,6 +105,7 @@ async fn status_and_metrics_show_live_in_flight_and_queued_counts() {
         .unwrap();
     assert_eq!(status["services"][0]["inFlight"], 1);
     assert_eq!(status["services"][0]["queued"], 2);
+    assert_eq!(status["services"][0]["pods"][0]["requests"], 1, "admitted, not queued");
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }

@@ -33,6 +33,8 @@ pub struct ServiceStatus {
 pub struct PodStatus {
     pub address: String,
     pub in_flight: usize,
+    /// Requests admitted to this pod since it was added.
+    pub requests: u64,
     pub age_seconds: u64,
 }
 
@@ -52,6 +54,7 @@ impl Status {
                     .map(|p| PodStatus {
                         address: p.addr().to_string(),
                         in_flight: p.in_flight(),
+                        requests: p.admitted(),
                         age_seconds: p.age().as_secs(),
                     })
                     .collect();

@@ -16,6 +16,8 @@ impl Lease {
     /// The pod's slot has already been taken under the dispatcher's lock.
     pub(super) fn new(dispatcher: Arc<Dispatcher>, pod: Arc<Pod>) -> Self {
         dispatcher.lease_started();
+        pod.admitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Lease { dispatcher, pod }
     }
 

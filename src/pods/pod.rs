@@ -10,6 +10,8 @@ pub struct Pod {
     /// Requests admitted to this pod whose response body has not ended.
     /// Written only under the dispatcher's lock; read freely.
     pub(super) in_flight: AtomicUsize,
+    /// Requests admitted to this pod, ever.
+    pub(super) admitted: AtomicU64,
     /// When the balancer last picked this pod (a sequence number): the tie-breaker.
     pub(super) last_pick: AtomicU64,
     /// Removed from its service: finishes what it has, gets nothing new.
@@ -24,6 +26,7 @@ impl Pod {
         Pod {
             authority,
             in_flight: AtomicUsize::new(0),
+            admitted: AtomicU64::new(0),
             last_pick: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             started: Instant::now(),
@@ -41,6 +44,10 @@ impl Pod {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
     }
 
     pub fn is_retired(&self) -> bool {

@@ -1,0 +1,515 @@
+#!/usr/bin/env bash
+# Load test: the same load against an upstream directly, through sluice and
+# through nginx, interleaved in rounds, on loopback only. Prints one line per
+# run and a final markdown table of medians over the rounds.
+#
+#   bash benches/load.sh                      # DURATION=10s ROUNDS=2
+#   DURATION=5s ROUNDS=3 bash benches/load.sh
+#
+# Scenarios
+#   A  proxy overhead: wrk -t2 -c64 --latency, GET, against a 0 ms upstream.
+#   B  the tutorial's command: hey -c 5 -m POST with a small JSON body,
+#      against an upstream that answers after 50 ms.
+# Each scenario runs ROUNDS rounds of direct -> sluice -> nginx, so machine
+# noise (other processes, thermal, caches) hits all three targets alike.
+#
+# Measured per run: req/s, p50, p99 (from the load tool), and for the proxies
+# the CPU time per request (utime+stime from /proc/PID/stat before and after;
+# nginx = master + worker) and the peak RSS (VmHWM; nginx = its worker).
+#
+# Environment
+#   DURATION   length of each run, as wrk/hey take it (default 10s)
+#   ROUNDS     rounds per scenario (default 2)
+#   WARMUP     warm-up per target before measuring, 0 to skip (default 2s)
+#   SKIP_BUILD 1 to use the existing release binaries
+#   KEEP_TMP   1 to keep the temp dir (configs, logs, raw tool output)
+#
+# Caveat: the load tool, the proxy and the upstream share the machine's cores,
+# so absolute numbers are noisy and lower than on separate hosts; compare the
+# targets within one run.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-2}
+WARMUP=${WARMUP:-2s}
+NAMESPACE=bench
+DOMAIN=example.com
+FAST_HOST="fast.$NAMESPACE.$DOMAIN"
+SLOW_HOST="slow.$NAMESPACE.$DOMAIN"
+SLOW_DELAY_MS=50
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SLUICE="$ROOT/target/release/sluice"
+UPSTREAM="$ROOT/target/release/examples/bench-upstream"
+TEMPLATE="$ROOT/benches/nginx.conf.template"
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "load.sh: $*"; exit 1; }
+
+# ---------------------------------------------------------------- arguments
+
+# A bare number means seconds (wrk's reading); hey needs the unit.
+[[ $DURATION =~ ^[0-9]+$ ]] && DURATION="${DURATION}s"
+[[ $WARMUP =~ ^[0-9]+$ ]] && WARMUP="${WARMUP}s"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
+
+# Seconds in a duration like 10s, 2m, 1h (for the timeouts around each run).
+seconds() {
+    local d=$1
+    case $d in
+        *ms) echo 1 ;;
+        *s) echo "${d%s}" ;;
+        *m) echo $((${d%m} * 60)) ;;
+        *h) echo $((${d%h} * 3600)) ;;
+        *) die "cannot read duration '$d'; write e.g. 10s or 1m" ;;
+    esac
+}
+RUN_SECS=$(seconds "$DURATION")
+WARMUP_SECS=$(seconds "$WARMUP")
+[[ $RUN_SECS =~ ^[0-9]+$ ]] || die "DURATION must be whole seconds/minutes/hours, not '$DURATION'"
+[[ $WARMUP_SECS =~ ^[0-9]+$ ]] || die "WARMUP must be whole seconds/minutes/hours, not '$WARMUP'"
+
+# ---------------------------------------------------------------- tools
+
+# Install wrk, hey and nginx if missing (Debian packages). apt-get update
+# only if the first install fails (stale or empty package lists).
+# Note: on a machine with an init system, installing nginx-light also starts
+# the distribution's nginx service on port 80; this script does not use it.
+find_nginx() { command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v hey >/dev/null || missing+=(hey)
+[[ -n $(find_nginx) ]] || missing+=(nginx-light)
+if ((${#missing[@]})); then
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get install -y "${missing[@]}" ||
+        { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y "${missing[@]}"; }
+fi
+NGINX=$(find_nginx)
+[[ -n $NGINX ]] || die "nginx not found after install"
+
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    log "building release sluice and the bench-upstream example"
+    (cd "$ROOT" && cargo build --release --quiet --bin sluice --example bench-upstream)
+fi
+[[ -x $SLUICE && -x $UPSTREAM ]] || die "missing $SLUICE or $UPSTREAM; build first"
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- processes
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-load.XXXXXX")
+PIDS=() # every process this script starts; all killed on exit
+
+cleanup() {
+    local rc=$? pid i
+    trap - EXIT INT TERM
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    # Up to 5 s for a graceful stop, then SIGKILL what is left.
+    for i in $(seq 50); do
+        local alive=0
+        for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+            kill -0 "$pid" 2>/dev/null && alive=1
+        done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A free loopback port below the ephemeral range (so no outgoing connection
+# of the load tools can be holding it): not in /proc/net/tcp{,6} as a local
+# or remote port, and not handed out before by this script.
+CHOSEN_PORTS=" "
+free_port() {
+    local port hex
+    for _ in $(seq 200); do
+        port=$((20000 + RANDOM % 12000))
+        hex=$(printf ':%04X ' "$port")
+        [[ $CHOSEN_PORTS == *" $port "* ]] && continue
+        grep -qs -- "$hex" /proc/net/tcp /proc/net/tcp6 && continue
+        CHOSEN_PORTS+="$port "
+        echo "$port"
+        return
+    done
+    die "no free port found"
+}
+
+# Waits until PID accepts TCP connections on PORT (at most 10 s).
+wait_listening() {
+    local pid=$1 port=$2 name=$3 logfile=$4
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited during start-up; its log:"
+            cat "$logfile" >&2 || true
+            die "$name did not start"
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$logfile" >&2 || true
+    die "$name is not listening on 127.0.0.1:$port after 10 s"
+}
+
+# Status code of `GET PATH` on 127.0.0.1:PORT with Host HOST (plain bash, no
+# curl needed; one request, connection closed after).
+http_status() {
+    local port=$1 host=$2 path=${3:-/} line=""
+    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+    printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$host" >&3
+    IFS= read -r -t 5 line <&3 || true
+    exec 3<&- 3>&-
+    line=${line%$'\r'}
+    echo "${line#* }" | cut -d' ' -f1
+}
+
+expect_200() {
+    local what=$1 port=$2 host=$3 code
+    code=$(http_status "$port" "$host" /) || code="no answer"
+    [[ $code == 200 ]] || die "$what (127.0.0.1:$port, Host $host) answered '$code', not 200"
+}
+
+# utime+stime in clock ticks, summed over the given processes (all threads:
+# the thread-group leader's stat aggregates them). Fields 14 and 15; the
+# command name (field 2) may hold spaces, so cut after its closing paren.
+cpu_ticks() {
+    local total=0 pid t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# Peak resident set (VmHWM) of PID in MiB.
+peak_rss_mib() {
+    awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+# Child processes of PID (nginx's workers): from /proc/PID/task/PID/children
+# where the kernel provides it, else by scanning every process's parent pid.
+children_of() {
+    local parent=$1 f
+    if [[ -r /proc/$parent/task/$parent/children ]]; then
+        tr ' ' '\n' <"/proc/$parent/task/$parent/children" | grep -E '^[0-9]+$' || true
+        return
+    fi
+    for f in /proc/[0-9]*/stat; do
+        awk -v p="$parent" '{ s = $0; sub(/.*\) /, "", s); split(s, a, " "); if (a[2] == p) { split(FILENAME, b, "/"); print b[3] } }' "$f" 2>/dev/null || true
+    done
+}
+
+# ---------------------------------------------------------------- start
+
+FAST_PORT=$(free_port)
+SLOW_PORT=$(free_port)
+SLUICE_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+
+# Two upstreams: 0 ms (scenario A) and 50 ms (scenario B).
+"$UPSTREAM" --port "$FAST_PORT" --delay-ms 0 >"$TMP/upstream-fast.log" 2>&1 &
+FAST_PID=$!
+PIDS+=("$FAST_PID")
+"$UPSTREAM" --port "$SLOW_PORT" --delay-ms "$SLOW_DELAY_MS" >"$TMP/upstream-slow.log" 2>&1 &
+SLOW_PID=$!
+PIDS+=("$SLOW_PID")
+
+# sluice: one service per upstream, routed by Host <name>.<namespace>.<domain>.
+cat >"$TMP/sluice.yaml" <<EOF
+listen: 127.0.0.1:$SLUICE_PORT
+admin: 127.0.0.1:$ADMIN_PORT
+domain: $DOMAIN
+gateway:
+  shutdownGracePeriod: 2s
+services:
+  - name: fast
+    namespace: $NAMESPACE
+    backend: {static: ["127.0.0.1:$FAST_PORT"]}
+  - name: slow
+    namespace: $NAMESPACE
+    backend: {static: ["127.0.0.1:$SLOW_PORT"]}
+EOF
+"$SLUICE" --log warn check --config "$TMP/sluice.yaml" >/dev/null
+"$SLUICE" --log warn gateway --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
+SLUICE_PID=$!
+PIDS+=("$SLUICE_PID")
+
+# nginx: one worker, foreground, everything under $TMP/nginx. The prefix dir
+# is world-readable so that a worker running as nobody can reach its temp dirs.
+NGINX_DIR="$TMP/nginx"
+mkdir -p "$NGINX_DIR/logs"
+chmod 755 "$TMP" "$NGINX_DIR"
+module_temp_paths=""
+for m in fastcgi uwsgi scgi; do
+    # Only for the modules this nginx was built with (else the directive is unknown).
+    if ! "$NGINX" -V 2>&1 | grep -q -- "--without-http_${m}_module"; then
+        module_temp_paths+="    ${m}_temp_path $NGINX_DIR/${m}_temp;"$'\n'
+    fi
+done
+sed -e "s|@DIR@|$NGINX_DIR|g" \
+    -e "s|@FAST_PORT@|$FAST_PORT|g" \
+    -e "s|@SLOW_PORT@|$SLOW_PORT|g" \
+    -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    -e "s|@NAMESPACE@|$NAMESPACE|g" \
+    -e "s|@DOMAIN@|$DOMAIN|g" \
+    "$TEMPLATE" |
+    awk -v paths="$module_temp_paths" '/@MODULE_TEMP_PATHS@/ { printf "%s", paths; next } { print }' \
+        >"$NGINX_DIR/nginx.conf"
+"$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -t >"$TMP/nginx-test.log" 2>&1 ||
+    { cat "$TMP/nginx-test.log" >&2; die "nginx rejected its config"; }
+"$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+wait_listening "$FAST_PID" "$FAST_PORT" "upstream (0 ms)" "$TMP/upstream-fast.log"
+wait_listening "$SLOW_PID" "$SLOW_PORT" "upstream (${SLOW_DELAY_MS} ms)" "$TMP/upstream-slow.log"
+wait_listening "$SLUICE_PID" "$SLUICE_PORT" sluice "$TMP/sluice.log"
+wait_listening "$NGINX_PID" "$NGINX_PORT" nginx "$TMP/nginx.log"
+
+# nginx's worker: the process that does the work (and holds the memory).
+NGINX_WORKER=""
+for _ in $(seq 50); do
+    NGINX_WORKER=$(children_of "$NGINX_PID" | head -n1)
+    [[ -n $NGINX_WORKER ]] && break
+    sleep 0.1
+done
+[[ -n $NGINX_WORKER ]] || die "no nginx worker process found"
+PIDS+=("$NGINX_WORKER") # normally stopped by its master; tracked in case it is not
+
+# Every route answers 200 before any load is sent.
+expect_200 "upstream (0 ms)" "$FAST_PORT" "$FAST_HOST"
+expect_200 "upstream (${SLOW_DELAY_MS} ms)" "$SLOW_PORT" "$SLOW_HOST"
+expect_200 "sluice fast" "$SLUICE_PORT" "$FAST_HOST"
+expect_200 "sluice slow" "$SLUICE_PORT" "$SLOW_HOST"
+expect_200 "nginx fast" "$NGINX_PORT" "$FAST_HOST"
+expect_200 "nginx slow" "$NGINX_PORT" "$SLOW_HOST"
+
+# The tutorial's request body (the red-wine model's 11 features).
+BODY="$TMP/input.json"
+echo '{"instances": [[7.4,0.7,0,1.9,0.076,11,34,0.9978,3.51,0.56,9.4]]}' >"$BODY"
+
+# ---------------------------------------------------------------- targets
+
+TARGETS=(direct sluice nginx)
+
+# Port of TARGET for SCENARIO: direct goes to the upstream of the scenario.
+target_port() {
+    case $2 in
+        direct) if [[ $1 == A ]]; then echo "$FAST_PORT"; else echo "$SLOW_PORT"; fi ;;
+        sluice) echo "$SLUICE_PORT" ;;
+        nginx) echo "$NGINX_PORT" ;;
+    esac
+}
+# Processes whose CPU is charged to TARGET (none for direct).
+target_cpu_pids() {
+    case $1 in
+        sluice) echo "$SLUICE_PID" ;;
+        nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
+    esac
+}
+# Process whose peak RSS is reported for TARGET.
+target_rss_pid() {
+    case $1 in
+        sluice) echo "$SLUICE_PID" ;;
+        nginx) echo "$NGINX_WORKER" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- load runs
+
+# Runs the load of SCENARIO against TARGET for DUR; raw output to OUT.
+# Bounded: killed 30 s past its duration.
+load() {
+    local scenario=$1 target=$2 dur=$3 out=$4 port limit
+    port=$(target_port "$scenario" "$target")
+    limit=$(($(seconds "$dur") + 30))
+    case $scenario in
+        A) timeout -k 5 "$limit" wrk -t2 -c64 -d"$dur" --latency \
+            -H "Host: $FAST_HOST" "http://127.0.0.1:$port/" >"$out" 2>&1 ;;
+        B) timeout -k 5 "$limit" hey -z "$dur" -c 5 -m POST -D "$BODY" \
+            -host "$SLOW_HOST" "http://127.0.0.1:$port/" >"$out" 2>&1 ;;
+    esac
+}
+
+# wrk --latency output -> "req/s p50_ms p99_ms requests errors", where errors
+# counts non-2xx/3xx responses and socket errors.
+parse_wrk() {
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) return v * 0.001
+            if (v ~ /ms$/) return v * 1
+            if (v ~ /m$/) return v * 60000
+            if (v ~ /s$/) return v * 1000
+            return v * 1
+        }
+        BEGIN { rps = "NA"; p50 = "NA"; p99 = "NA"; n = 0; bad = 0 }
+        /^ *50% / { p50 = ms($2) }
+        /^ *99% / { p99 = ms($2) }
+        / requests in / { n = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        /Non-2xx or 3xx responses:/ { bad += $NF }
+        /Socket errors:/ { bad += $4 + $6 + $8 + $10 }
+        END { print rps, p50, p99, n, bad }
+    ' "$1"
+}
+
+# hey output -> the same five fields. requests = responses of any status;
+# errors = non-200 responses plus transport errors.
+parse_hey() {
+    awk '
+        BEGIN { rps = "NA"; p50 = "NA"; p99 = "NA"; n = 0; bad = 0; section = "" }
+        /Requests\/sec:/ { rps = $2 }
+        /^ *50% in / { p50 = $3 * 1000 }
+        /^ *99% in / { p99 = $3 * 1000 }
+        /^Status code distribution:/ { section = "status"; next }
+        /^Error distribution:/ { section = "error"; next }
+        /^[A-Za-z]/ { section = "" }
+        section != "" && /^ *\[[0-9]+\]/ {
+            k = $1; gsub(/[][]/, "", k)
+            if (section == "status") { n += $2; if (k != "200") bad += $2 }
+            else bad += k
+        }
+        END { print rps, p50, p99, n, bad }
+    ' "$1"
+}
+
+RESULTS="$TMP/results.tsv" # scenario target round rps p50 p99 cpu_us rss errors
+: >"$RESULTS"
+
+# One measured run: load, CPU delta of the target's processes, peak RSS.
+measure() {
+    local scenario=$1 target=$2 round=$3 out pids before after
+    local rps p50 p99 n bad cpu="-" rss="-" rc=0
+    out="$TMP/run-$scenario-$target-$round.txt"
+    pids=$(target_cpu_pids "$target")
+    # shellcheck disable=SC2086 # pids is a space-separated list
+    [[ -n $pids ]] && before=$(cpu_ticks $pids)
+    load "$scenario" "$target" "$DURATION" "$out" || rc=$?
+    # shellcheck disable=SC2086
+    [[ -n $pids ]] && after=$(cpu_ticks $pids)
+    ((rc == 0)) || log "warning: $scenario/$target round $round: load tool exited $rc (see output below)"
+    if [[ $scenario == A ]]; then
+        read -r rps p50 p99 n bad < <(parse_wrk "$out")
+    else
+        read -r rps p50 p99 n bad < <(parse_hey "$out")
+    fi
+    if [[ -n $pids ]] && ((n > 0)); then
+        cpu=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+    fi
+    [[ $target != direct ]] && rss=$(peak_rss_mib "$(target_rss_pid "$target")")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$scenario" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$bad" >>"$RESULTS"
+    printf '  %s round %d/%d  %-6s  %9s req/s  p50 %8s ms  p99 %8s ms  CPU %7s µs/req  peak RSS %6s MiB  requests %7s  errors %s\n' \
+        "$scenario" "$round" "$ROUNDS" "$target" "$rps" "$p50" "$p99" "$cpu" "$rss" "$n" "$bad"
+    if ((rc != 0 || bad > 0)) || [[ $rps == NA ]]; then
+        sed 's/^/      | /' "$out" | head -n 40
+    fi
+}
+
+# Connection pools, page cache, CPU frequency: warm every path up once,
+# unmeasured, before the rounds of a scenario.
+warm_up() {
+    local scenario=$1 target
+    ((WARMUP_SECS > 0)) || return 0
+    for target in "${TARGETS[@]}"; do
+        load "$scenario" "$target" "$WARMUP" "$TMP/warmup-$scenario-$target.txt" || true
+    done
+}
+
+SCENARIO_TITLE_A="A: wrk -t2 -c64 GET, 0 ms upstream"
+SCENARIO_TITLE_B="B: hey -c 5 POST JSON, ${SLOW_DELAY_MS} ms upstream"
+
+log_env() {
+    echo "# sluice load test"
+    echo
+    echo "- machine: $(nproc) cores, $(uname -sr); CLK_TCK=$CLK_TCK"
+    echo "- DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP; order per round: ${TARGETS[*]}"
+    echo "- upstreams :$FAST_PORT (0 ms), :$SLOW_PORT (${SLOW_DELAY_MS} ms); sluice :$SLUICE_PORT (pid $SLUICE_PID);" \
+        "nginx :$NGINX_PORT (master $NGINX_PID, worker $NGINX_WORKER, $("$NGINX" -v 2>&1 | sed 's/.*: //'))"
+    echo
+}
+log_env
+
+for scenario in A B; do
+    title_var="SCENARIO_TITLE_$scenario"
+    echo "${!title_var}"
+    warm_up "$scenario"
+    for round in $(seq "$ROUNDS"); do
+        for target in "${TARGETS[@]}"; do
+            measure "$scenario" "$target" "$round"
+        done
+    done
+    echo
+done
+
+# ---------------------------------------------------------------- summary
+
+# Medians over rounds per (scenario, target); peak RSS as of the last round
+# (VmHWM only grows, so B includes A); errors summed over rounds.
+echo "## Results (median of $ROUNDS rounds of $DURATION each)"
+echo
+awk -F'\t' -v rounds="$ROUNDS" -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
+    function median(list,    v, k, i, j, t) {
+        k = split(list, v, " ")
+        if (k == 0) return "NA"
+        for (i = 2; i <= k; i++) {          # insertion sort, k is tiny
+            t = v[i] + 0
+            for (j = i - 1; j >= 1 && v[j] + 0 > t; j--) v[j + 1] = v[j]
+            v[j + 1] = t
+        }
+        return (k % 2) ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+    }
+    function add(key, val) { if (val != "NA" && val != "-") L[key] = L[key] " " val }
+    {
+        key = $1 SUBSEP $2
+        add(key SUBSEP "rps", $4); add(key SUBSEP "p50", $5); add(key SUBSEP "p99", $6)
+        add(key SUBSEP "cpu", $7)
+        rss[key] = $8; err[key] += $9
+    }
+    function fmt(v, spec) { return (v == "NA" || v == "") ? "–" : sprintf(spec, v) }
+    END {
+        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | peak RSS (MiB) | +p50 vs direct (ms) | errors |"
+        print "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        ns = split("A B", S, " "); nt = split("direct sluice nginx", T, " ")
+        for (s = 1; s <= ns; s++) {
+            base = median(L[S[s] SUBSEP "direct" SUBSEP "p50"])
+            for (t = 1; t <= nt; t++) {
+                key = S[s] SUBSEP T[t]
+                p50 = median(L[key SUBSEP "p50"])
+                delta = (T[t] == "direct" || p50 == "NA" || base == "NA") ? "" : sprintf("%+.2f", p50 - base)
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", (S[s] == "A" ? ta : tb), T[t],
+                    fmt(median(L[key SUBSEP "rps"]), "%.0f"), fmt(p50, "%.2f"),
+                    fmt(median(L[key SUBSEP "p99"]), "%.2f"), fmt(median(L[key SUBSEP "cpu"]), "%.1f"),
+                    (rss[key] == "-" ? "–" : rss[key]), (delta == "" ? "–" : delta), err[key]
+            }
+        }
+    }
+' "$RESULTS"
+echo
+echo "CPU µs/req: the proxy process's utime+stime per completed request (nginx: master + worker)."
+echo "Peak RSS: VmHWM since start (nginx: the worker). errors: non-2xx responses + socket/transport errors, all rounds."
+
+# Anything the proxies logged at warn or above is worth a look.
+for f in "$TMP/sluice.log" "$NGINX_DIR/error.log" "$TMP/upstream-fast.log" "$TMP/upstream-slow.log"; do
+    if [[ -s $f ]]; then
+        echo
+        echo "$(basename "$f"): $(wc -l <"$f") line(s) logged, first 5:"
+        head -n 5 "$f" | sed 's/^/    /'
+    fi
+done
