@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod autoscaler;
 pub mod cli;
 pub mod config;
 pub mod gateway;

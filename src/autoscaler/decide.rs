@@ -1,0 +1,169 @@
+//! The scaling decision, after Knative's KPA. A pure function of the
+//! recorded history, the spec, the ready pods and `now`: no clock, no I/O.
+//!
+//! - desired = ceil(average / (scaleTarget * targetUtilization)), over the
+//!   stable window, or over the panic window while panicking;
+//! - clamped to what `maxScaleUpRate` / `maxScaleDownRate` allow relative
+//!   to the ready pods, then to `[minReplicas, maxReplicas]`;
+//! - panic starts when the panic window's desire reaches
+//!   `panicThresholdPercentage` of the ready pods; while panicking the
+//!   service never scales down; panic ends a full stable window after the
+//!   desire last crossed the threshold;
+//! - to zero (with `minReplicas: 0`) only after no traffic for the stable
+//!   window plus `scaleToZeroGracePeriod`.
+
+use super::window::{History, Sample};
+use crate::config::{AutoscalerDefaults, ScaleMetric, ServiceConfig};
+use std::time::Duration;
+
+/// The autoscaling settings of one service, resolved from the config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Per pod: scaleTarget * targetUtilization.
+    pub target: f64,
+    pub metric: ScaleMetric,
+    pub stable_window: Duration,
+    pub panic_window: Duration,
+    /// A ratio: panicThresholdPercentage / 100.
+    pub panic_threshold: f64,
+    pub max_scale_up_rate: f64,
+    pub max_scale_down_rate: f64,
+    pub scale_to_zero_grace: Duration,
+}
+
+/// Panic mode, carried from one decision to the next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Panic {
+    /// When the panic desire last reached the threshold.
+    pub last_over: Option<Duration>,
+    /// The highest count decided during this panic: panic never scales down.
+    pub peak: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub desired: u32,
+    pub panic: Panic,
+    pub stable_average: f64,
+    pub panic_average: f64,
+    pub reason: String,
+}
+
+impl Spec {
+    pub fn resolve(s: &ServiceConfig, d: &AutoscalerDefaults) -> Spec {
+        let stable_window = s.stable_window.unwrap_or(d.stable_window).0;
+        let panic_percentage = s
+            .panic_window_percentage
+            .unwrap_or(d.panic_window_percentage);
+        Spec {
+            min_replicas: s.min_replicas,
+            max_replicas: s.max_replicas(),
+            target: s.scale_target * s.target_utilization.unwrap_or(d.target_utilization),
+            metric: s.scale_metric,
+            stable_window,
+            panic_window: stable_window
+                .mul_f64(panic_percentage / 100.0)
+                .max(Duration::from_secs(1)),
+            panic_threshold: s
+                .panic_threshold_percentage
+                .unwrap_or(d.panic_threshold_percentage)
+                / 100.0,
+            max_scale_up_rate: s.max_scale_up_rate.unwrap_or(d.max_scale_up_rate),
+            max_scale_down_rate: s.max_scale_down_rate.unwrap_or(d.max_scale_down_rate),
+            scale_to_zero_grace: s
+                .scale_to_zero_grace_period
+                .unwrap_or(d.scale_to_zero_grace_period)
+                .0,
+        }
+    }
+
+    fn clamp(&self, n: u32) -> u32 {
+        n.clamp(self.min_replicas, self.max_replicas)
+    }
+}
+
+pub fn decide(
+    spec: &Spec,
+    history: &History,
+    ready: u32,
+    previous: Panic,
+    now: Duration,
+) -> Decision {
+    let metric = |s: &Sample| match spec.metric {
+        ScaleMetric::Concurrency => s.concurrency,
+        ScaleMetric::Rps => s.rps,
+    };
+    let averages = (
+        history.average(now, spec.stable_window, metric),
+        history.average(now, spec.panic_window, metric),
+    );
+    let (Some(stable), Some(panicky)) = averages else {
+        return Decision {
+            desired: spec.clamp(ready),
+            panic: previous,
+            stable_average: 0.0,
+            panic_average: 0.0,
+            reason: "no load observed yet".into(),
+        };
+    };
+
+    // Rates are relative to the ready pods; at zero, to one.
+    let base = f64::from(ready.max(1));
+    let max_up = (spec.max_scale_up_rate * base).ceil();
+    let max_down = (base / spec.max_scale_down_rate).floor();
+    let want = |average: f64| (average / spec.target).ceil().clamp(max_down, max_up) as u32;
+    let (stable_desire, panic_desire) = (want(stable), want(panicky));
+
+    let over = f64::from(panic_desire) / base >= spec.panic_threshold;
+    let last_over = if over { Some(now) } else { previous.last_over };
+    let panicking = last_over.is_some_and(|t| now.saturating_sub(t) < spec.stable_window);
+
+    let (mut desired, panic, mut reason) = if panicking {
+        let desired = panic_desire.max(previous.peak);
+        let reason = format!(
+            "panic: {:.2} over the panic window wants {panic_desire} pods, {:.0}% of {ready} ready",
+            panicky,
+            f64::from(panic_desire) / base * 100.0
+        );
+        (
+            desired,
+            Panic {
+                last_over,
+                peak: desired,
+            },
+            reason,
+        )
+    } else {
+        let reason = format!(
+            "stable: {stable:.2} over the stable window / target {} wants {stable_desire}",
+            spec.target
+        );
+        (stable_desire, Panic::default(), reason)
+    };
+
+    if spec.min_replicas == 0 && desired == 0 {
+        let idle_since = history.last_traffic().unwrap_or_default();
+        let idle = now.saturating_sub(idle_since);
+        if idle >= spec.stable_window + spec.scale_to_zero_grace {
+            reason = format!("no traffic for {}s: scale to zero", idle.as_secs());
+        } else if ready > 0 {
+            desired = 1;
+            reason = format!(
+                "idle for {}s, waiting for the stable window and grace period before zero",
+                idle.as_secs()
+            );
+        }
+    }
+    Decision {
+        desired: spec.clamp(desired),
+        panic,
+        stable_average: stable,
+        panic_average: panicky,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! The embedded autoscaler: per-second load samples, a KPA-style decision
+//! every tick, and an actuator that carries it out.
+
+mod decide;
+mod window;
+
+pub use self::decide::{decide, Decision, Panic, Spec};
+pub use self::window::{History, Sample};
