@@ -30,6 +30,7 @@ pub struct ServiceSettings {
     pub hosts: Vec<String>,
     pub request_timeout: Duration,
     pub queue_timeout: Duration,
+    pub activation_timeout: Duration,
     pub queue_depth: usize,
 }
 
@@ -101,10 +102,15 @@ impl ServiceSettings {
         let hosts = std::iter::once(config.default_host(domain))
             .chain(config.hosts.iter().map(|h| h.to_ascii_lowercase()))
             .collect();
+        let request_timeout = config.request_timeout.unwrap_or(gateway.request_timeout).0;
         ServiceSettings {
             config: config.clone(),
             hosts,
-            request_timeout: config.request_timeout.unwrap_or(gateway.request_timeout).0,
+            request_timeout,
+            activation_timeout: config
+                .activation_timeout
+                .or(gateway.activation_timeout)
+                .map_or(request_timeout, |d| d.0),
             queue_timeout: config.queue_timeout.unwrap_or(gateway.queue_timeout).0,
             queue_depth: config.queue_depth.unwrap_or(gateway.queue_depth),
         }

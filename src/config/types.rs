@@ -55,6 +55,9 @@ pub struct GatewaySettings {
     pub queue_depth: usize,
     /// Longest a request waits in the queue; past it, 503 with Retry-After.
     pub queue_timeout: Dur,
+    /// Longest a request is held while its service has no pod (scaled to
+    /// zero, or not yet started); past it, 503. Unset: the request timeout.
+    pub activation_timeout: Option<Dur>,
     /// Largest request body accepted; 0 means unlimited. Past it, 413.
     pub max_request_body_size: ByteSize,
     /// Largest total size of request header names and values; past it, 431.
@@ -93,6 +96,8 @@ pub struct ServiceConfig {
     pub queue_depth: Option<usize>,
     #[serde(default)]
     pub queue_timeout: Option<Dur>,
+    #[serde(default)]
+    pub activation_timeout: Option<Dur>,
 
     // Per-service overrides of the autoscaler defaults.
     #[serde(default)]
@@ -177,6 +182,7 @@ impl Default for GatewaySettings {
             upstream_idle_timeout: Dur(Duration::from_secs(4)),
             queue_depth: 10_000,
             queue_timeout: Dur(Duration::from_secs(30)),
+            activation_timeout: None,
             max_request_body_size: ByteSize(0),
             max_header_size: ByteSize(64 << 10),
             shutdown_grace_period: Dur(Duration::from_secs(30)),

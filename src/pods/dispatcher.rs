@@ -8,13 +8,15 @@
 //! All decisions happen under one short lock per service; the counts are also
 //! kept in atomics so metrics and status read them without the lock.
 
+use super::meter::{Meter, Reading};
 use super::{pick, Lease, Pod, Slot};
 use http::uri::Authority;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
@@ -22,6 +24,8 @@ pub enum AdmitError {
     QueueFull,
     #[error("timed out waiting in the queue")]
     QueueTimeout,
+    #[error("timed out waiting for the service's first pod")]
+    ActivationTimeout,
 }
 
 #[derive(Debug)]
@@ -31,6 +35,12 @@ pub struct Dispatcher {
     in_flight: AtomicUsize,
     /// Requests waiting in the queue.
     queued: AtomicUsize,
+    /// Requests waiting while the service had no pod (the activator's hold).
+    held: AtomicUsize,
+    /// Load over time, for the autoscaler.
+    meter: Mutex<Meter>,
+    /// Signalled when a request arrives and there is no pod to serve it.
+    activation: Notify,
 }
 
 #[derive(Debug)]
@@ -49,6 +59,7 @@ struct State {
 struct Waiting<'a> {
     dispatcher: &'a Arc<Dispatcher>,
     rx: oneshot::Receiver<Arc<Pod>>,
+    held: bool,
 }
 
 // === impl Dispatcher ===
@@ -66,17 +77,25 @@ impl Dispatcher {
             }),
             in_flight: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            meter: Mutex::new(Meter::new(Instant::now())),
+            activation: Notify::new(),
         })
     }
 
-    /// Admits a request to a pod, waiting in the queue for at most `timeout`.
-    /// `avoid` names a pod to take only if no other has a free slot.
+    /// Admits a request to a pod, waiting in the queue for at most `timeout`
+    /// (`hold_timeout` when the service has no pod at all and the request is
+    /// held for activation). `avoid` names a pod to take only if no other has
+    /// a free slot.
     pub async fn admit(
         self: &Arc<Self>,
         avoid: Option<&Pod>,
         timeout: Duration,
+        hold_timeout: Duration,
     ) -> Result<Lease, AdmitError> {
-        let rx = {
+        let started = Instant::now();
+        self.meter().arrive();
+        let (rx, held) = {
             let mut state = self.lock();
             state.drop_gone_waiters();
             if state.waiters.is_empty() {
@@ -92,16 +111,31 @@ impl Dispatcher {
             }
             let (tx, rx) = oneshot::channel();
             state.waiters.push_back(tx);
+            let held = state.pods.is_empty();
             self.queued.fetch_add(1, Ordering::Relaxed);
-            rx
+            if held {
+                self.held.fetch_add(1, Ordering::Relaxed);
+                self.activation.notify_one();
+            }
+            self.meter().up(started);
+            (rx, held)
         };
         let mut waiting = Waiting {
             dispatcher: self,
             rx,
+            held,
         };
+        let timeout = if held { hold_timeout } else { timeout };
         match tokio::time::timeout(timeout, &mut waiting.rx).await {
-            Ok(Ok(pod)) => Ok(Lease::new(self.clone(), pod)),
+            Ok(Ok(pod)) => {
+                let mut lease = Lease::new(self.clone(), pod);
+                if held {
+                    lease.held_for = Some(started.elapsed());
+                }
+                Ok(lease)
+            }
             // The sender is dropped only if the dispatcher goes away.
+            Ok(Err(_)) | Err(_) if held => Err(AdmitError::ActivationTimeout),
             Ok(Err(_)) | Err(_) => Err(AdmitError::QueueTimeout),
         }
     }
@@ -151,13 +185,56 @@ impl Dispatcher {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// Requests held because the service had no pod when they arrived.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The load (in flight plus queued) since the previous reading.
+    pub fn read_load(&self) -> Reading {
+        self.meter().read(Instant::now())
+    }
+
+    /// Requests in flight plus queued, now.
+    pub fn load(&self) -> usize {
+        self.meter().level()
+    }
+
+    /// Resolves when a request is held for want of any pod.
+    pub async fn activation_requested(&self) {
+        self.activation.notified().await
+    }
+
+    /// Adds one pod (an actuator's replica that became ready) and serves
+    /// waiters from it.
+    pub fn add_pod(&self, authority: Authority) -> Arc<Pod> {
+        let mut state = self.lock();
+        let pod = Arc::new(Pod::new(authority));
+        state.pods.push(pod.clone());
+        state.serve_waiters();
+        pod
+    }
+
+    /// Stops sending new requests to `pod`; those in flight finish.
+    pub fn remove_pod(&self, pod: &Arc<Pod>) {
+        let mut state = self.lock();
+        pod.retired.store(true, Ordering::Relaxed);
+        state.pods.retain(|p| !Arc::ptr_eq(p, pod));
+    }
+
     pub(super) fn lease_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.meter().up(Instant::now());
     }
 
     pub(super) fn lease_ended(&self, pod: &Arc<Pod>) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.meter().down(Instant::now());
         self.free_slot(pod);
+    }
+
+    fn meter(&self) -> MutexGuard<'_, Meter> {
+        self.meter.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Gives back a slot on `pod` and hands it to the oldest waiter.
@@ -242,6 +319,10 @@ impl State {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.dispatcher.queued.fetch_sub(1, Ordering::Relaxed);
+        if self.held {
+            self.dispatcher.held.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.dispatcher.meter().down(Instant::now());
         self.rx.close();
         // A slot sent after we stopped listening but before close() is ours
         // to give back; otherwise it would stay taken for ever.

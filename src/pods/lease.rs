@@ -10,6 +10,8 @@ use std::sync::Arc;
 pub struct Lease {
     dispatcher: Arc<Dispatcher>,
     pod: Arc<Pod>,
+    /// How long the request was held for activation (no pod at arrival).
+    pub(super) held_for: Option<std::time::Duration>,
 }
 
 impl Lease {
@@ -18,11 +20,20 @@ impl Lease {
         dispatcher.lease_started();
         pod.admitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Lease { dispatcher, pod }
+        Lease {
+            dispatcher,
+            pod,
+            held_for: None,
+        }
     }
 
     pub fn pod(&self) -> &Arc<Pod> {
         &self.pod
+    }
+
+    /// Set when the request waited for the service's first pod (a cold start).
+    pub fn held_for(&self) -> Option<std::time::Duration> {
+        self.held_for
     }
 }
 
@@ -50,18 +61,18 @@ mod tests {
     async fn a_limit_queues_the_excess_and_serves_it_oldest_first() {
         let d = Dispatcher::new(1, 10, fastrand::Rng::with_seed(1));
         d.set_pods(&pods(2));
-        let a = d.admit(None, LONG).await.unwrap();
-        let b = d.admit(None, LONG).await.unwrap();
+        let a = d.admit(None, LONG, LONG).await.unwrap();
+        let b = d.admit(None, LONG, LONG).await.unwrap();
         assert_ne!(a.pod().addr(), b.pod().addr());
 
         let first = tokio::spawn({
             let d = d.clone();
-            async move { d.admit(None, LONG).await }
+            async move { d.admit(None, LONG, LONG).await }
         });
         tokio::task::yield_now().await;
         let second = tokio::spawn({
             let d = d.clone();
-            async move { d.admit(None, LONG).await }
+            async move { d.admit(None, LONG, LONG).await }
         });
         tokio::task::yield_now().await;
         assert_eq!(d.queued(), 2);
@@ -91,14 +102,14 @@ mod tests {
     async fn a_full_queue_refuses_at_once_and_a_wait_times_out() {
         let d = Dispatcher::new(1, 1, fastrand::Rng::with_seed(1));
         d.set_pods(&pods(1));
-        let _held = d.admit(None, LONG).await.unwrap();
+        let _held = d.admit(None, LONG, LONG).await.unwrap();
         let waiter = tokio::spawn({
             let d = d.clone();
-            async move { d.admit(None, Duration::from_secs(5)).await }
+            async move { d.admit(None, Duration::from_secs(5), LONG).await }
         });
         tokio::task::yield_now().await;
         assert_eq!(
-            d.admit(None, LONG).await.unwrap_err(),
+            d.admit(None, LONG, LONG).await.unwrap_err(),
             AdmitError::QueueFull
         );
         assert_eq!(waiter.await.unwrap().unwrap_err(), AdmitError::QueueTimeout);
@@ -109,10 +120,10 @@ mod tests {
     async fn a_waiter_that_leaves_frees_its_place() {
         let d = Dispatcher::new(1, 1, fastrand::Rng::with_seed(1));
         d.set_pods(&pods(1));
-        let held = d.admit(None, LONG).await.unwrap();
+        let held = d.admit(None, LONG, LONG).await.unwrap();
         let gone = tokio::spawn({
             let d = d.clone();
-            async move { d.admit(None, LONG).await }
+            async move { d.admit(None, LONG, LONG).await }
         });
         tokio::task::yield_now().await;
         gone.abort();
@@ -121,7 +132,7 @@ mod tests {
         // The queue (depth 1) has room again, and the slot is not lost.
         let next = tokio::spawn({
             let d = d.clone();
-            async move { d.admit(None, LONG).await }
+            async move { d.admit(None, LONG, LONG).await }
         });
         tokio::task::yield_now().await;
         drop(held);
@@ -134,13 +145,29 @@ mod tests {
         let d = Dispatcher::new(0, 10, fastrand::Rng::with_seed(1));
         let waiter = tokio::spawn({
             let d = d.clone();
-            async move { d.admit(None, LONG).await }
+            async move { d.admit(None, LONG, LONG).await }
         });
         tokio::task::yield_now().await;
         assert_eq!(d.queued(), 1);
+        assert_eq!(d.held(), 1, "no pod: the request is held for activation");
+        tokio::time::advance(Duration::from_millis(250)).await;
         d.set_pods(&pods(1));
         let lease = waiter.await.unwrap().unwrap();
         assert_eq!(lease.pod().addr(), "127.0.0.1:9000");
+        assert_eq!(lease.held_for(), Some(Duration::from_millis(250)));
+        assert_eq!(d.held(), 0);
+        // With a pod, a request is not held.
+        assert_eq!(d.admit(None, LONG, LONG).await.unwrap().held_for(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_request_times_out_with_the_activation_timeout() {
+        let d = Dispatcher::new(0, 10, fastrand::Rng::with_seed(1));
+        let started = tokio::time::Instant::now();
+        let e = d.admit(None, LONG, Duration::from_secs(3)).await.unwrap_err();
+        assert_eq!(e, AdmitError::ActivationTimeout);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!((d.queued(), d.held()), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -149,7 +176,7 @@ mod tests {
         d.set_pods(&pods(2));
         let mut leases = Vec::new();
         for _ in 0..4 {
-            leases.push(d.admit(None, LONG).await.unwrap());
+            leases.push(d.admit(None, LONG, LONG).await.unwrap());
         }
         let all = pods(3);
         d.set_pods(&all[1..]);
@@ -164,7 +191,7 @@ mod tests {
             .clone();
         assert!(removed.is_retired());
         for _ in 0..10 {
-            let l = d.admit(None, LONG).await.unwrap();
+            let l = d.admit(None, LONG, LONG).await.unwrap();
             assert_ne!(l.pod().addr(), "127.0.0.1:9000");
         }
         leases.clear();

@@ -3,9 +3,11 @@
 mod balance;
 mod dispatcher;
 mod lease;
+mod meter;
 mod pod;
 
 pub use self::balance::{pick, Slot};
 pub use self::dispatcher::{AdmitError, Dispatcher};
 pub use self::lease::Lease;
+pub use self::meter::{Meter, Reading};
 pub use self::pod::Pod;

@@ -8,6 +8,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 pub const SLUICE_ERROR: HeaderName = HeaderName::from_static("sluice-error");
+/// On a cold-start response: milliseconds the request was held for the first pod.
+pub const SLUICE_HELD_MS: HeaderName = HeaderName::from_static("sluice-held-ms");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -21,6 +23,8 @@ pub enum ProxyError {
     QueueFull,
     #[error("timed out after {0:?} waiting for a free pod")]
     QueueTimeout(std::time::Duration),
+    #[error("no pod became ready within {0:?}")]
+    ActivationTimeout(std::time::Duration),
     #[error("cannot connect to pod {pod}: {reason}")]
     UpstreamConnect { pod: String, reason: String },
     #[error("pod {pod} did not answer within {timeout:?}")]
@@ -41,6 +45,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body-too-large",
             ProxyError::QueueFull => "queue-full",
             ProxyError::QueueTimeout(_) => "queue-timeout",
+            ProxyError::ActivationTimeout(_) => "activation-timeout",
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
             ProxyError::Upstream { .. } => "upstream-failed",
@@ -52,7 +57,9 @@ impl ProxyError {
             ProxyError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::QueueFull | ProxyError::QueueTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::QueueFull
+            | ProxyError::QueueTimeout(_)
+            | ProxyError::ActivationTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
             }

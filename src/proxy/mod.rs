@@ -12,21 +12,21 @@ mod headers;
 
 pub use self::body::{BodySlot, Completion, ResponseBody, UpstreamBody};
 pub use self::client::{upstream_client, UpstreamClient};
-pub use self::error::{ProxyError, SLUICE_ERROR};
+pub use self::error::{ProxyError, SLUICE_ERROR, SLUICE_HELD_MS};
 pub use self::headers::{add_forwarding, headers_size, remove_hop_by_hop};
 
 use self::body::BodyLimitExceeded;
 use crate::config::GatewaySettings;
 use crate::gateway::Shared;
 use crate::pods::{AdmitError, Lease, Pod};
-use crate::service::Service;
+use crate::service::{Service, ServiceSettings};
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{debug, warn};
 
 /// What is sent to a pod, kept so that a refused connection can be retried.
@@ -94,7 +94,7 @@ async fn forward(
     let body = BodySlot::new(body);
     let body_limit = limits.max_request_body_size.0;
 
-    let mut lease = admit(service, None, settings.queue_timeout).await?;
+    let mut lease = admit(service, None, &settings).await?;
     let mut retried = false;
     loop {
         let request = head.to_request(lease.pod(), body.upstream(body_limit));
@@ -117,7 +117,7 @@ async fn forward(
             retried = true;
             let failed = lease.pod().clone();
             drop(lease);
-            lease = admit(service, Some(&failed), settings.queue_timeout).await?;
+            lease = admit(service, Some(&failed), &settings).await?;
             continue;
         }
         return Err(classify(error, lease.pod()));
@@ -148,15 +148,17 @@ fn check_limits(req: &Request<Incoming>, limits: &GatewaySettings) -> Result<(),
 async fn admit(
     service: &Service,
     avoid: Option<&Pod>,
-    timeout: Duration,
+    settings: &ServiceSettings,
 ) -> Result<Lease, ProxyError> {
+    let (queue, hold) = (settings.queue_timeout, settings.activation_timeout);
     service
         .dispatcher()
-        .admit(avoid, timeout)
+        .admit(avoid, queue, hold)
         .await
         .map_err(|e| match e {
             AdmitError::QueueFull => ProxyError::QueueFull,
-            AdmitError::QueueTimeout => ProxyError::QueueTimeout(timeout),
+            AdmitError::QueueTimeout => ProxyError::QueueTimeout(queue),
+            AdmitError::ActivationTimeout => ProxyError::ActivationTimeout(hold),
         })
 }
 
@@ -169,6 +171,12 @@ fn respond(
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
+    if let Some(held) = lease.held_for() {
+        // A cold start: say how long the request waited for the first pod.
+        parts
+            .headers
+            .insert(SLUICE_HELD_MS, HeaderValue::from(held.as_millis() as u64));
+    }
     let completion = Completion::new(service, Some(lease), parts.status.as_u16(), started);
     Response::from_parts(parts, ResponseBody::streaming(body, completion))
 }
