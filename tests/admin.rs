@@ -105,7 +105,10 @@ async fn status_and_metrics_show_live_in_flight_and_queued_counts() {
         .unwrap();
     assert_eq!(status["services"][0]["inFlight"], 1);
     assert_eq!(status["services"][0]["queued"], 2);
-    assert_eq!(status["services"][0]["pods"][0]["requests"], 1, "admitted, not queued");
+    assert_eq!(
+        status["services"][0]["pods"][0]["requests"], 1,
+        "admitted, not queued"
+    );
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }
