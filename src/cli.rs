@@ -27,6 +27,15 @@ pub enum Command {
     },
     /// A stand-in model server (KServe v1 and v2) for demos and tests.
     Predictor(PredictorArgs),
+    /// Show the services (like `kubectl get isvc`) or their replicas (`--pods`).
+    Status {
+        /// The gateway's admin address.
+        #[arg(long, env = "SLUICE_ADMIN", default_value = "127.0.0.1:9091")]
+        admin: String,
+        /// List replicas instead of services.
+        #[arg(long)]
+        pods: bool,
+    },
     /// Validate a configuration file and print every problem found.
     Check {
         /// The configuration file (YAML).

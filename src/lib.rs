@@ -1,6 +1,7 @@
 //! sluice: a concurrency-aware reverse proxy, activator and autoscaler for model serving.
 #![forbid(unsafe_code)]
 
+pub mod actuator;
 pub mod admin;
 pub mod autoscaler;
 pub mod cli;

@@ -24,6 +24,23 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_INVALID_CONFIG)
             }
         },
+        Command::Status { admin, pods } => {
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            match runtime.block_on(sluice::admin::fetch_status(&admin)) {
+                Ok(status) if pods => {
+                    print!("{}", sluice::admin::pods_table(&status));
+                    ExitCode::SUCCESS
+                }
+                Ok(status) => {
+                    print!("{}", sluice::admin::services_table(&status));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluice status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Predictor(args) => {
             let options = sluice::predictor::PredictorOptions {
                 listen: (args.bind, args.port).into(),

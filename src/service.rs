@@ -1,13 +1,18 @@
-//! A service as the gateway runs it: its pods' dispatcher, settings and metrics.
+//! A service as the gateway runs it: its dispatcher, actuator, autoscaler,
+//! settings and metrics.
 
-use crate::config::{GatewaySettings, ServiceConfig};
+use crate::actuator::{Actuator, ProcessActuator, StaticActuator};
+use crate::autoscaler::{ScalerStatus, Spec};
+use crate::config::{Backend, Config, ServiceConfig};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::pods::Dispatcher;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tracing::info;
 
 /// The routing table the gateway swaps whole on reload.
 pub type Routes = RouteTable<Arc<Service>>;
@@ -17,7 +22,10 @@ pub struct Service {
     name: Arc<str>,
     namespace: Arc<str>,
     dispatcher: Arc<Dispatcher>,
+    actuator: RwLock<Arc<dyn Actuator>>,
     settings: ArcSwap<ServiceSettings>,
+    scaler: Mutex<ScalerStatus>,
+    autoscaler: Mutex<Option<JoinHandle<()>>>,
     metrics: ServiceMetrics,
     created: Instant,
 }
@@ -32,42 +40,66 @@ pub struct ServiceSettings {
     pub queue_timeout: Duration,
     pub activation_timeout: Duration,
     pub queue_depth: usize,
+    pub spec: Spec,
+    pub tick_interval: Duration,
 }
 
 // === impl Service ===
 
 impl Service {
-    pub fn new(
-        config: &ServiceConfig,
-        domain: &str,
-        gateway: &GatewaySettings,
-        metrics: &Metrics,
-    ) -> Arc<Self> {
-        let settings = ServiceSettings::resolve(config, domain, gateway);
+    /// Creates the service, its actuator and (if it can scale) its
+    /// autoscaler task. Must run inside the tokio runtime.
+    pub fn new(sc: &ServiceConfig, config: &Config, metrics: &Metrics) -> Arc<Self> {
+        let settings = ServiceSettings::resolve(sc, config);
         let dispatcher = Dispatcher::new(
-            config.container_concurrency,
+            sc.container_concurrency,
             settings.queue_depth,
             fastrand::Rng::new(),
         );
-        dispatcher.set_pods(&static_pods(config));
-        Arc::new(Service {
-            metrics: metrics.service(&config.name, &config.namespace),
-            name: config.name.as_str().into(),
-            namespace: config.namespace.as_str().into(),
+        let actuator = actuator_for(sc, &settings, &dispatcher);
+        let service = Arc::new(Service {
+            metrics: metrics.service(&sc.name, &sc.namespace),
+            name: sc.name.as_str().into(),
+            namespace: sc.namespace.as_str().into(),
             dispatcher,
+            actuator: RwLock::new(actuator),
             settings: ArcSwap::from_pointee(settings),
+            scaler: Mutex::new(ScalerStatus::default()),
+            autoscaler: Mutex::new(None),
             created: Instant::now(),
-        })
+        });
+        service.start_autoscaler();
+        service
     }
 
     /// Applies a reloaded configuration in place: requests in flight and pods
-    /// that remain are not disturbed.
-    pub fn update(&self, config: &ServiceConfig, domain: &str, gateway: &GatewaySettings) {
-        let settings = ServiceSettings::resolve(config, domain, gateway);
+    /// that remain are not disturbed. A changed backend gets a new actuator;
+    /// the old one drains and stops its replicas.
+    pub fn update(self: &Arc<Self>, sc: &ServiceConfig, config: &Config) {
+        let settings = ServiceSettings::resolve(sc, config);
         self.dispatcher
-            .set_limits(config.container_concurrency, settings.queue_depth);
-        self.dispatcher.set_pods(&static_pods(config));
+            .set_limits(sc.container_concurrency, settings.queue_depth);
+        let old_backend = self.settings().config.backend.clone();
+        if old_backend != sc.backend {
+            let next = actuator_for(sc, &settings, &self.dispatcher);
+            let old = std::mem::replace(&mut *self.actuator_lock(), next);
+            tokio::spawn(old.shutdown());
+            info!(
+                service = self.name(),
+                "backend changed: new replicas replace the old"
+            );
+        }
         self.settings.store(Arc::new(settings));
+        self.start_autoscaler();
+    }
+
+    /// Stops the autoscaler and returns a future that drains and stops the
+    /// actuator's replicas.
+    pub fn retire(&self) -> crate::actuator::BoxFuture {
+        if let Some(task) = self.autoscaler_lock().take() {
+            task.abort();
+        }
+        self.actuator().shutdown()
     }
 
     pub fn name(&self) -> &str {
@@ -82,6 +114,10 @@ impl Service {
         &self.dispatcher
     }
 
+    pub fn actuator(&self) -> Arc<dyn Actuator> {
+        self.actuator_lock().clone()
+    }
+
     pub fn settings(&self) -> arc_swap::Guard<Arc<ServiceSettings>> {
         self.settings.load()
     }
@@ -93,34 +129,96 @@ impl Service {
     pub fn age(&self) -> Duration {
         self.created.elapsed()
     }
+
+    /// The last decision; for a service that cannot scale, its pods.
+    pub fn scaler_status(&self) -> ScalerStatus {
+        let status = *self.scaler.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.actuator().scales() {
+            status
+        } else {
+            ScalerStatus {
+                desired: self.dispatcher.pods().len() as u32,
+                ..status
+            }
+        }
+    }
+
+    pub fn set_scaler_status(&self, status: ScalerStatus) {
+        *self.scaler.lock().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
+    fn start_autoscaler(self: &Arc<Self>) {
+        let mut task = self.autoscaler_lock();
+        let running = task.as_ref().is_some_and(|t| !t.is_finished());
+        if self.actuator().scales() && !running {
+            *task = Some(tokio::spawn(crate::autoscaler::run(self.clone())));
+        }
+    }
+
+    fn actuator_lock(&self) -> std::sync::RwLockWriteGuard<'_, Arc<dyn Actuator>> {
+        self.actuator
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn autoscaler_lock(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.autoscaler
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn actuator_for(
+    sc: &ServiceConfig,
+    settings: &ServiceSettings,
+    dispatcher: &Arc<Dispatcher>,
+) -> Arc<dyn Actuator> {
+    match &sc.backend {
+        Backend {
+            process: Some(process),
+            ..
+        } => Arc::new(ProcessActuator::new(
+            &sc.name,
+            &sc.namespace,
+            process,
+            dispatcher.clone(),
+            settings.request_timeout,
+        )),
+        backend => Arc::new(StaticActuator::new(
+            dispatcher.clone(),
+            &static_pods(backend),
+        )),
+    }
 }
 
 // === impl ServiceSettings ===
 
 impl ServiceSettings {
-    fn resolve(config: &ServiceConfig, domain: &str, gateway: &GatewaySettings) -> Self {
-        let hosts = std::iter::once(config.default_host(domain))
-            .chain(config.hosts.iter().map(|h| h.to_ascii_lowercase()))
+    fn resolve(sc: &ServiceConfig, config: &Config) -> Self {
+        let gateway = &config.gateway;
+        let hosts = std::iter::once(sc.default_host(&config.domain))
+            .chain(sc.hosts.iter().map(|h| h.to_ascii_lowercase()))
             .collect();
-        let request_timeout = config.request_timeout.unwrap_or(gateway.request_timeout).0;
+        let request_timeout = sc.request_timeout.unwrap_or(gateway.request_timeout).0;
         ServiceSettings {
-            config: config.clone(),
+            config: sc.clone(),
             hosts,
             request_timeout,
-            activation_timeout: config
+            activation_timeout: sc
                 .activation_timeout
                 .or(gateway.activation_timeout)
                 .map_or(request_timeout, |d| d.0),
-            queue_timeout: config.queue_timeout.unwrap_or(gateway.queue_timeout).0,
-            queue_depth: config.queue_depth.unwrap_or(gateway.queue_depth),
+            queue_timeout: sc.queue_timeout.unwrap_or(gateway.queue_timeout).0,
+            queue_depth: sc.queue_depth.unwrap_or(gateway.queue_depth),
+            spec: Spec::resolve(sc, &config.autoscaler),
+            tick_interval: config.autoscaler.tick_interval.0,
         }
     }
 }
 
 /// The pod addresses of a `static` backend (validated at load).
-fn static_pods(config: &ServiceConfig) -> Vec<Authority> {
-    config
-        .backend
+fn static_pods(backend: &Backend) -> Vec<Authority> {
+    backend
         .static_pods
         .iter()
         .flatten()

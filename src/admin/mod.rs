@@ -2,8 +2,10 @@
 //! on the data listener.
 
 mod status;
+mod table;
 
 pub use self::status::{PodStatus, ServiceStatus, Status};
+pub use self::table::{pods_table, services_table};
 
 use crate::gateway::Shared;
 use bytes::Bytes;
@@ -57,4 +59,29 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     text(status, "application/json", body)
+}
+
+/// Fetches a gateway's `/status` (for `sluice status`).
+pub async fn fetch_status(admin: &str) -> Result<Status, String> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let uri: http::Uri = format!("http://{admin}/status")
+        .parse()
+        .map_err(|e| format!("bad admin address {admin:?}: {e}"))?;
+    let response = client
+        .get(uri)
+        .await
+        .map_err(|e| format!("cannot reach the gateway's admin at {admin}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{admin}/status answered {}", response.status()));
+    }
+    use http_body_util::BodyExt;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading /status: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("/status is not what sluice status expects: {e}"))
 }

@@ -1,5 +1,6 @@
 //! `/status`: the services and their pods with live counts, as JSON.
 
+use crate::actuator::ReplicaStatus;
 use crate::gateway::Shared;
 use serde::{Deserialize, Serialize};
 
@@ -21,11 +22,19 @@ pub struct ServiceStatus {
     pub min_replicas: u32,
     pub max_replicas: u32,
     pub container_concurrency: usize,
+    pub desired: u32,
     pub ready_pods: usize,
     pub in_flight: usize,
     pub queued: usize,
+    pub held: usize,
+    pub panic: bool,
+    pub stable_concurrency: f64,
+    pub panic_concurrency: f64,
     pub age_seconds: u64,
+    /// The pods in the balancer.
     pub pods: Vec<PodStatus>,
+    /// The replicas the actuator manages, ready or not.
+    pub replicas: Vec<ReplicaStatus>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +67,7 @@ impl Status {
                         age_seconds: p.age().as_secs(),
                     })
                     .collect();
+                let scaler = s.scaler_status();
                 ServiceStatus {
                     name: s.name().to_string(),
                     namespace: s.namespace().to_string(),
@@ -66,11 +76,17 @@ impl Status {
                     min_replicas: settings.config.min_replicas,
                     max_replicas: settings.config.max_replicas(),
                     container_concurrency: settings.config.container_concurrency,
+                    desired: scaler.desired,
                     ready_pods: pods.len(),
                     in_flight: s.dispatcher().in_flight(),
                     queued: s.dispatcher().queued(),
+                    held: s.dispatcher().held(),
+                    panic: scaler.panic,
+                    stable_concurrency: scaler.stable_concurrency,
+                    panic_concurrency: scaler.panic_concurrency,
                     age_seconds: s.age().as_secs(),
                     pods,
+                    replicas: s.actuator().replicas(),
                 }
             })
             .collect();

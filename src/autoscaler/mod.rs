@@ -2,7 +2,9 @@
 //! every tick, and an actuator that carries it out.
 
 mod decide;
+mod runner;
 mod window;
 
 pub use self::decide::{decide, Decision, Panic, Spec};
+pub use self::runner::{run, ScalerStatus};
 pub use self::window::{History, Sample};

@@ -29,6 +29,8 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct AutoscalerDefaults {
+    /// How often a scaling decision is made (load is sampled every second).
+    pub tick_interval: Dur,
     pub stable_window: Dur,
     pub panic_window_percentage: f64,
     pub panic_threshold_percentage: f64,
@@ -131,6 +133,30 @@ pub struct Backend {
     /// A fixed list of pod addresses (`host:port`). No scaling.
     #[serde(default, rename = "static")]
     pub static_pods: Option<Vec<String>>,
+    /// Local child processes started and stopped by sluice.
+    #[serde(default)]
+    pub process: Option<ProcessBackend>,
+}
+
+/// Replicas as local processes. In `command`, `{port}` is the replica's
+/// port, `{sluice}` this sluice executable, `{name}` and `{namespace}` the
+/// service's.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProcessBackend {
+    pub command: Vec<String>,
+    /// Polled until it answers 200; only then does the replica get requests.
+    #[serde(default = "defaults::readiness_path")]
+    pub readiness_path: String,
+    /// Extra environment for the replicas (`PORT` is always set).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// A replica not ready this long after starting is restarted.
+    #[serde(default = "defaults::startup_timeout")]
+    pub startup_timeout: Dur,
+    /// Between SIGTERM and SIGKILL when a replica stops.
+    #[serde(default = "defaults::stop_grace_period")]
+    pub stop_grace_period: Dur,
 }
 
 /// A duration written as `60s`, `500ms`, `2m` or `1h 30m`.
@@ -162,6 +188,7 @@ impl ServiceConfig {
 impl Default for AutoscalerDefaults {
     fn default() -> Self {
         AutoscalerDefaults {
+            tick_interval: Dur(Duration::from_secs(2)),
             stable_window: Dur(Duration::from_secs(60)),
             panic_window_percentage: 10.0,
             panic_threshold_percentage: 200.0,
@@ -191,6 +218,7 @@ impl Default for GatewaySettings {
 }
 
 mod defaults {
+    use super::Dur;
     use std::net::SocketAddr;
 
     pub fn listen() -> SocketAddr {
@@ -210,5 +238,14 @@ mod defaults {
     }
     pub fn scale_target() -> f64 {
         1.0
+    }
+    pub fn readiness_path() -> String {
+        "/".into()
+    }
+    pub fn startup_timeout() -> Dur {
+        Dur(std::time::Duration::from_secs(120))
+    }
+    pub fn stop_grace_period() -> Dur {
+        Dur(std::time::Duration::from_secs(10))
     }
 }

@@ -97,8 +97,11 @@ fn validate_autoscaler(config: &Config, problems: &mut Vec<String>) {
     if a.max_scale_down_rate <= 1.0 {
         problems.push("autoscaler.maxScaleDownRate: must be greater than 1".into());
     }
-    if a.stable_window.0.as_secs() < 6 {
-        problems.push("autoscaler.stableWindow: must be at least 6s".into());
+    if a.stable_window.0.as_secs() < 2 {
+        problems.push("autoscaler.stableWindow: must be at least 2s".into());
+    }
+    if a.tick_interval.0.as_secs() < 1 {
+        problems.push("autoscaler.tickInterval: must be at least 1s".into());
     }
 }
 
@@ -143,21 +146,45 @@ fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
             check_positive(&format!("{at}.{field}"), v, problems);
         }
     }
-    match &s.backend.static_pods {
-        None => problems.push(format!(
+    validate_backend(at, s, problems);
+}
+
+fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
+    let backend = &s.backend;
+    let kinds = usize::from(backend.static_pods.is_some()) + usize::from(backend.process.is_some());
+    if kinds != 1 {
+        problems.push(format!(
             "{at}.backend: exactly one of static, process or kubernetes is required"
-        )),
-        Some(pods) => {
-            if pods.is_empty() {
-                problems.push(format!(
-                    "{at}.backend.static: needs at least one pod address"
-                ));
+        ));
+    }
+    if let Some(pods) = &backend.static_pods {
+        if pods.is_empty() {
+            problems.push(format!(
+                "{at}.backend.static: needs at least one pod address"
+            ));
+        }
+        for (k, addr) in pods.iter().enumerate() {
+            if let Err(why) = check_pod_address(addr) {
+                problems.push(format!("{at}.backend.static[{k}]: {addr:?} {why}"));
             }
-            for (k, addr) in pods.iter().enumerate() {
-                if let Err(why) = check_pod_address(addr) {
-                    problems.push(format!("{at}.backend.static[{k}]: {addr:?} {why}"));
-                }
-            }
+        }
+    }
+    if let Some(process) = &backend.process {
+        if process.command.is_empty() || process.command[0].trim().is_empty() {
+            problems.push(format!(
+                "{at}.backend.process.command: needs a program to run"
+            ));
+        }
+        if !process.readiness_path.starts_with('/') {
+            problems.push(format!(
+                "{at}.backend.process.readinessPath: {:?} must start with /",
+                process.readiness_path
+            ));
+        }
+        if process.startup_timeout.0.is_zero() {
+            problems.push(format!(
+                "{at}.backend.process.startupTimeout: must be positive"
+            ));
         }
     }
 }

@@ -140,10 +140,20 @@ impl Gateway {
             watcher.abort();
         }
         let drained = tokio::time::timeout(grace, async {
-            let _ = tokio::join!(self.data_server, self.admin_server);
+            let _ = self.data_server.await;
         })
         .await
         .is_ok();
+        // Requests are done (or out of time): now stop every local replica,
+        // so that no child process outlives the gateway.
+        let stop_grace = grace.max(Duration::from_secs(10));
+        if tokio::time::timeout(stop_grace, self.shared.retire_all())
+            .await
+            .is_err()
+        {
+            warn!("replicas still stopping; they are killed as the gateway exits");
+        }
+        self.admin_server.abort();
         if drained {
             info!("all requests finished; stopped");
         } else {

@@ -56,10 +56,10 @@ impl Shared {
         for sc in &config.services {
             let service = match existing.get(&(sc.name.as_str(), sc.namespace.as_str())) {
                 Some(service) => {
-                    service.update(sc, &config.domain, &config.gateway);
+                    service.update(sc, &config);
                     Arc::clone(service)
                 }
-                None => Service::new(sc, &config.domain, &config.gateway, &self.metrics),
+                None => Service::new(sc, &config, &self.metrics),
             };
             services.push(service);
         }
@@ -71,7 +71,21 @@ impl Shared {
         for name in ambiguous {
             warn!(model = %name, "model name is used in several namespaces; it is routed by Host only");
         }
+        let retired: Vec<Arc<Service>> = routes
+            .services()
+            .iter()
+            .filter(|old| !services.iter().any(|s| Arc::ptr_eq(s, old)))
+            .cloned()
+            .collect();
         self.routes.store(Arc::new(table));
+        for service in retired {
+            info!(
+                service = service.name(),
+                namespace = service.namespace(),
+                "service removed: draining its replicas"
+            );
+            tokio::spawn(service.retire());
+        }
         let upstream_changed = old.gateway.connect_timeout != config.gateway.connect_timeout
             || old.gateway.upstream_idle_timeout != config.gateway.upstream_idle_timeout;
         if upstream_changed {
@@ -81,6 +95,13 @@ impl Shared {
         }
         self.settings.store(Arc::new(config.gateway.clone()));
         self.config.store(Arc::new(config));
+    }
+
+    /// Stops every service's autoscaler and drains and stops its replicas.
+    pub async fn retire_all(&self) {
+        let routes = self.routes.load_full();
+        let stops: Vec<_> = routes.services().iter().map(|s| s.retire()).collect();
+        futures_util::future::join_all(stops).await;
     }
 
     pub fn client(&self) -> Guard<Arc<UpstreamClient>> {

@@ -164,7 +164,10 @@ mod tests {
     async fn a_held_request_times_out_with_the_activation_timeout() {
         let d = Dispatcher::new(0, 10, fastrand::Rng::with_seed(1));
         let started = tokio::time::Instant::now();
-        let e = d.admit(None, LONG, Duration::from_secs(3)).await.unwrap_err();
+        let e = d
+            .admit(None, LONG, Duration::from_secs(3))
+            .await
+            .unwrap_err();
         assert_eq!(e, AdmitError::ActivationTimeout);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         assert_eq!((d.queued(), d.held()), (0, 0));

@@ -1,0 +1,146 @@
+//! Replicas as local child processes: the embedded default, no cluster needed.
+//!
+//! Scale-up starts processes; a replica gets requests only once its
+//! readiness path answers 200. Scale-down stops the replicas that cost least
+//! to lose (not yet ready first, then the least loaded), each one drained
+//! before SIGTERM. A replica that dies is restarted with backoff.
+
+use super::replica::{Launch, ProbeClient, Replica};
+use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
+use crate::config::ProcessBackend;
+use crate::pods::Dispatcher;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+#[derive(Debug)]
+pub struct ProcessActuator {
+    launch: Arc<Launch>,
+    dispatcher: Arc<Dispatcher>,
+    counts: Arc<ReplicaCounts>,
+    probe: ProbeClient,
+    next_id: AtomicU64,
+    replicas: Mutex<Vec<(Arc<Replica>, JoinHandle<()>)>>,
+}
+
+impl ProcessActuator {
+    pub fn new(
+        name: &str,
+        namespace: &str,
+        backend: &ProcessBackend,
+        dispatcher: Arc<Dispatcher>,
+        drain_timeout: Duration,
+    ) -> Self {
+        let sluice = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "sluice".into());
+        let fill = |arg: &str| {
+            arg.replace("{sluice}", &sluice)
+                .replace("{name}", name)
+                .replace("{namespace}", namespace)
+        };
+        let mut command = backend.command.iter().map(|a| fill(a));
+        let launch = Launch {
+            service: name.to_string(),
+            program: command.next().unwrap_or_default(),
+            args: command.collect(),
+            env: backend
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), fill(v)))
+                .collect(),
+            readiness_path: backend.readiness_path.clone(),
+            startup_timeout: backend.startup_timeout.0,
+            stop_grace: backend.stop_grace_period.0,
+            drain_timeout,
+        };
+        ProcessActuator {
+            launch: Arc::new(launch),
+            dispatcher,
+            counts: Arc::default(),
+            probe: Client::builder(TokioExecutor::new()).build_http(),
+            next_id: AtomicU64::new(1),
+            replicas: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn replicas_lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Replica>, JoinHandle<()>)>> {
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn start_one(&self) -> (Arc<Replica>, JoinHandle<()>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let replica = Replica::new(id, &self.launch.service);
+        let task = tokio::spawn(replica.clone().run(
+            self.launch.clone(),
+            self.dispatcher.clone(),
+            self.counts.clone(),
+            self.probe.clone(),
+        ));
+        (replica, task)
+    }
+}
+
+/// Which replicas to stop first: not yet ready, then the least loaded.
+fn stop_order(replica: &Replica) -> (bool, usize) {
+    (replica.phase() == Phase::Ready, replica.in_flight())
+}
+
+impl Actuator for ProcessActuator {
+    fn scale(&self, wanted: u32) {
+        let wanted = wanted as usize;
+        let mut replicas = self.replicas_lock();
+        replicas.retain(|(_, task)| !task.is_finished());
+        let mut active: Vec<&Arc<Replica>> = replicas
+            .iter()
+            .map(|(r, _)| r)
+            .filter(|r| !r.is_stopping())
+            .collect();
+        if active.len() > wanted {
+            active.sort_by_key(|r| stop_order(r));
+            for replica in &active[..active.len() - wanted] {
+                info!(replica = %replica.name, "stopping replica (scale down)");
+                replica.stop();
+            }
+        } else {
+            let missing = wanted - active.len();
+            for _ in 0..missing {
+                let started = self.start_one();
+                info!(replica = %started.0.name, "starting replica (scale up)");
+                replicas.push(started);
+            }
+        }
+    }
+
+    fn scales(&self) -> bool {
+        true
+    }
+
+    fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.replicas_lock()
+            .iter()
+            .filter(|(_, task)| !task.is_finished())
+            .map(|(r, _)| r.status())
+            .collect()
+    }
+
+    fn counts(&self) -> &ReplicaCounts {
+        &self.counts
+    }
+
+    fn shutdown(&self) -> BoxFuture {
+        let replicas = std::mem::take(&mut *self.replicas_lock());
+        for (replica, _) in &replicas {
+            replica.stop();
+        }
+        Box::pin(async move {
+            for (_, task) in replicas {
+                let _ = task.await;
+            }
+        })
+    }
+}

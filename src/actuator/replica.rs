@@ -1,0 +1,306 @@
+//! One local replica's life: start the process, wait until it is ready, put
+//! it in the balancer, restart it if it dies, and on stop drain it first.
+
+use super::{Phase, ReplicaCounts, ReplicaStatus};
+use crate::pods::{Dispatcher, Pod};
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// What every replica of a service is started from.
+#[derive(Debug)]
+pub struct Launch {
+    pub service: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub readiness_path: String,
+    pub startup_timeout: Duration,
+    pub stop_grace: Duration,
+    /// Longest a stopping replica waits for its requests in flight.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Replica {
+    pub name: String,
+    state: Mutex<State>,
+    stop: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    port: u16,
+    pid: Option<u32>,
+    pod: Option<Arc<Pod>>,
+    restarts: u64,
+    started: Instant,
+}
+
+/// Restart backoff: doubles from 100 ms to 10 s; resets after a replica
+/// stayed up for 10 s.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Readiness is probed this often until the first success.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+// === impl Replica ===
+
+impl Replica {
+    pub fn new(id: u64, service: &str) -> Arc<Self> {
+        Arc::new(Replica {
+            name: format!("{service}-{id}"),
+            state: Mutex::new(State {
+                phase: Phase::Starting,
+                port: 0,
+                pid: None,
+                pod: None,
+                restarts: 0,
+                started: Instant::now(),
+            }),
+            stop: watch::channel(false).0,
+        })
+    }
+
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.state().phase
+    }
+
+    /// Requests in flight at this replica (0 if not in the balancer).
+    pub fn in_flight(&self) -> usize {
+        self.state().pod.as_ref().map_or(0, |p| p.in_flight())
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        let state = self.state();
+        ReplicaStatus {
+            name: self.name.clone(),
+            address: format!("127.0.0.1:{}", state.port),
+            pid: state.pid,
+            phase: state.phase,
+            in_flight: state.pod.as_ref().map_or(0, |p| p.in_flight()),
+            restarts: state.restarts,
+            age_seconds: state.started.elapsed().as_secs(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.state().phase = phase;
+    }
+
+    /// Keeps a process running until told to stop; then drains and stops it.
+    pub async fn run(
+        self: Arc<Self>,
+        launch: Arc<Launch>,
+        dispatcher: Arc<Dispatcher>,
+        counts: Arc<ReplicaCounts>,
+        probe: ProbeClient,
+    ) {
+        let mut stop = self.stop.subscribe();
+        let mut backoff = BACKOFF_START;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let (mut child, port) = match spawn(&launch) {
+                Ok(started) => started,
+                Err(error) => {
+                    warn!(replica = %self.name, %error, "cannot start replica");
+                    self.set_phase(Phase::Crashed);
+                    if pause(backoff, &mut stop).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            counts
+                .starts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            {
+                let mut state = self.state();
+                state.phase = Phase::Starting;
+                state.port = port;
+                state.pid = child.id();
+                state.started = Instant::now();
+            }
+            let started = Instant::now();
+            let exited = tokio::select! {
+                ready = wait_ready(&probe, port, &launch.readiness_path, launch.startup_timeout) => {
+                    if !ready {
+                        warn!(replica = %self.name, timeout = ?launch.startup_timeout, "replica not ready in time; restarting");
+                        terminate(&mut child, Duration::ZERO).await;
+                        None
+                    } else {
+                        Some(self.serve(&mut child, port, &launch, &dispatcher, &counts, &mut stop).await)
+                    }
+                }
+                status = child.wait() => Some(Outcome::Exited(status.ok())),
+                _ = crate::server::stopped(&mut stop) => {
+                    terminate(&mut child, launch.stop_grace).await;
+                    counts.stops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            };
+            match exited {
+                Some(Outcome::Stopped) => return,
+                Some(Outcome::Exited(status)) => {
+                    warn!(replica = %self.name, status = ?status, "replica exited; restarting");
+                }
+                None => {}
+            }
+            {
+                let mut state = self.state();
+                state.phase = Phase::Crashed;
+                state.pid = None;
+                state.restarts += 1;
+            }
+            counts
+                .restarts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if started.elapsed() > BACKOFF_MAX {
+                backoff = BACKOFF_START;
+            }
+            if pause(backoff, &mut stop).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// In the balancer until the process exits or the replica is stopped.
+    async fn serve(
+        &self,
+        child: &mut Child,
+        port: u16,
+        launch: &Launch,
+        dispatcher: &Dispatcher,
+        counts: &ReplicaCounts,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let authority = format!("127.0.0.1:{port}")
+            .parse()
+            .expect("a valid authority");
+        let pod = dispatcher.add_pod(authority);
+        {
+            let mut state = self.state();
+            state.phase = Phase::Ready;
+            state.pod = Some(pod.clone());
+        }
+        info!(replica = %self.name, port, "replica ready");
+        let outcome = tokio::select! {
+            status = child.wait() => {
+                dispatcher.remove_pod(&pod);
+                Outcome::Exited(status.ok())
+            }
+            _ = crate::server::stopped(stop) => {
+                self.set_phase(Phase::Draining);
+                dispatcher.remove_pod(&pod);
+                drain(&pod, launch.drain_timeout).await;
+                terminate(child, launch.stop_grace).await;
+                counts.stops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                info!(replica = %self.name, "replica drained and stopped");
+                Outcome::Stopped
+            }
+        };
+        self.state().pod = None;
+        outcome
+    }
+}
+
+enum Outcome {
+    Exited(Option<ExitStatus>),
+    Stopped,
+}
+
+/// Starts the process on a free port.
+fn spawn(launch: &Launch) -> std::io::Result<(Child, u16)> {
+    let port = free_port()?;
+    let fill = |arg: &str| arg.replace("{port}", &port.to_string());
+    let child = Command::new(fill(&launch.program))
+        .args(launch.args.iter().map(|a| fill(a)))
+        .envs(launch.env.iter().map(|(k, v)| (k, fill(v))))
+        .env("PORT", port.to_string())
+        .stdin(Stdio::null())
+        // A safety net: a replica whose task is dropped is killed.
+        .kill_on_drop(true)
+        .spawn()?;
+    Ok((child, port))
+}
+
+/// A port the system says is free now (the replica binds it just after).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Polls the readiness path until it answers 200, or `timeout` passes.
+async fn wait_ready(probe: &ProbeClient, port: u16, path: &str, timeout: Duration) -> bool {
+    let uri: http::Uri = match format!("http://127.0.0.1:{port}{path}").parse() {
+        Ok(uri) => uri,
+        Err(_) => return false,
+    };
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let attempt = tokio::time::timeout(Duration::from_secs(1), probe.get(uri.clone()));
+        if let Ok(Ok(response)) = attempt.await {
+            if response.status() == http::StatusCode::OK {
+                return true;
+            }
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+    false
+}
+
+/// Waits for the pod's requests in flight to finish, at most `timeout`.
+async fn drain(pod: &Pod, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while pod.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// SIGTERM, then SIGKILL if still running after `grace`.
+async fn terminate(child: &mut Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// Sleeps for `duration`; true if told to stop meanwhile.
+async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = crate::server::stopped(stop) => true,
+    }
+}

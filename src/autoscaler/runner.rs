@@ -1,0 +1,92 @@
+//! The autoscaler of one service, as a task: samples the load every second,
+//! decides every tick, and tells the actuator. A request held at zero
+//! replicas scales the service up at once, without waiting for the tick.
+
+use super::{decide, History, Panic, Sample};
+use crate::service::Service;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::info;
+
+/// What the autoscaler last decided, for status and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScalerStatus {
+    pub desired: u32,
+    pub panic: bool,
+    pub stable_concurrency: f64,
+    pub panic_concurrency: f64,
+}
+
+pub async fn run(service: Arc<Service>) {
+    let start = Instant::now();
+    let mut history = History::new(service.settings().spec.stable_window);
+    let mut panic = Panic::default();
+    let mut desired = service.settings().spec.min_replicas;
+    // Decisions are counted in samples, not compared in time, so that timer
+    // drift cannot stretch a 2 s tick to 3 s.
+    let mut samples_since_decision = 0u32;
+    service.actuator().scale(desired);
+    service.set_scaler_status(ScalerStatus {
+        desired,
+        ..Default::default()
+    });
+    info!(service = service.name(), desired, "autoscaler started");
+
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    second.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    second.tick().await;
+    loop {
+        tokio::select! {
+            _ = second.tick() => {}
+            _ = service.dispatcher().activation_requested() => {
+                if desired == 0 {
+                    desired = 1;
+                    service.actuator().scale(desired);
+                    service.set_scaler_status(ScalerStatus { desired, ..service.scaler_status() });
+                    info!(service = service.name(), desired, "activating: a request is held and no replica is ready");
+                }
+                continue;
+            }
+        }
+        let settings = service.settings();
+        let spec = &settings.spec;
+        let now = start.elapsed();
+        let load = service.dispatcher().read_load();
+        history.set_keep(spec.stable_window);
+        history.record(Sample {
+            at: now,
+            concurrency: load.concurrency,
+            rps: load.rps,
+        });
+        samples_since_decision += 1;
+        let tick_samples = settings.tick_interval.as_secs().max(1) as u32;
+        if samples_since_decision < tick_samples {
+            continue;
+        }
+        samples_since_decision = 0;
+        let ready = service.dispatcher().pods().len() as u32;
+        let decision = decide(spec, &history, ready, panic, now);
+        if decision.panic.last_over.is_some() != panic.last_over.is_some() {
+            let state = if decision.panic.last_over.is_some() {
+                "entering"
+            } else {
+                "leaving"
+            };
+            info!(service = service.name(), "{state} panic mode");
+        }
+        panic = decision.panic;
+        if decision.desired != desired {
+            info!(service = service.name(), from = desired, to = decision.desired, ready, reason = %decision.reason, "scaling");
+            desired = decision.desired;
+        }
+        // Idempotent; repeating it each tick also heals a lost request.
+        service.actuator().scale(desired);
+        service.set_scaler_status(ScalerStatus {
+            desired,
+            panic: panic.last_over.is_some(),
+            stable_concurrency: decision.stable_average,
+            panic_concurrency: decision.panic_average,
+        });
+    }
+}
