@@ -5,6 +5,7 @@
 pub mod process;
 pub mod upstream;
 
+#[allow(unused_imports)]
 pub use self::upstream::{upstream, Upstream};
 
 use sluice::config::Config;

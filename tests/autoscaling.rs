@@ -1,0 +1,335 @@
+//! Autoscaling on one machine, with real child processes: sluice's own
+//! stand-in predictor started by the process actuator.
+
+mod support;
+
+use futures::future::join_all;
+use sluice::actuator::Phase;
+use sluice::service::Service;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::process::GatewayProcess;
+use support::*;
+
+/// A config with one process-backed service running `sluice predictor`.
+fn process_config(service: &str, predictor: &str) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+autoscaler:
+  stableWindow: 6s
+  panicWindowPercentage: 50
+  tickInterval: 1s
+  scaleToZeroGracePeriod: 1s
+services:
+  - name: redwine-week4
+    namespace: kserve-inference
+{service}
+    backend:
+      process:
+        command: ["{bin}", "predictor", "--port", "{{port}}", "--model-name", "{{name}}", "--log", "warn", {predictor}]
+        readinessPath: /v1/models/redwine-week4
+        stopGracePeriod: 2s
+"#,
+        bin = env!("CARGO_BIN_EXE_sluice"),
+    )
+}
+
+const INPUT: &str =
+    r#"{"instances": [[7.4, 0.7, 0, 1.9, 0.076, 11, 34, 0.9978, 3.51, 0.56, 9.4]]}"#;
+const PREDICT: &str = "/v1/models/redwine-week4:predict";
+
+fn service(gw: &TestGateway) -> Arc<Service> {
+    gw.gateway.shared().routes.load().services()[0].clone()
+}
+
+fn ready(s: &Service) -> usize {
+    s.dispatcher().pods().len()
+}
+
+/// `clients` closed-loop clients until `stop`; returns the status codes.
+fn load(
+    gw: &TestGateway,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<u16>> {
+    let url = gw.url(PREDICT);
+    tokio::spawn(async move {
+        let c = client();
+        let loops = (0..clients).map(|_| {
+            let (c, url, stop) = (c.clone(), url.clone(), stop.clone());
+            async move {
+                let mut codes = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = c
+                        .post(&url)
+                        .header("host", HOST)
+                        .body(INPUT)
+                        .send()
+                        .await
+                        .unwrap();
+                    codes.push(r.status().as_u16());
+                    r.bytes().await.unwrap();
+                }
+                codes
+            }
+        });
+        join_all(loops).await.concat()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_replicas_start_exactly_that_many() {
+    let gw = TestGateway::start(&process_config(
+        "    minReplicas: 3\n    maxReplicas: 3",
+        "",
+    ))
+    .await;
+    let s = service(&gw);
+    eventually(Duration::from_secs(20), "3 replicas ready", || async {
+        ready(&s) == 3
+    })
+    .await;
+    let c = client();
+    for _ in 0..30 {
+        let r = c
+            .post(gw.url(PREDICT))
+            .header("host", HOST)
+            .body(INPUT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), r#"{"predictions":[5.034]}"#);
+    }
+    let replicas = s.actuator().replicas();
+    assert_eq!(replicas.len(), 3);
+    assert!(replicas.iter().all(|r| r.phase == Phase::Ready));
+    assert!(
+        s.dispatcher().pods().iter().all(|p| p.admitted() >= 5),
+        "all three serve"
+    );
+    assert_eq!(s.scaler_status().desired, 3);
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_five_clients_scales_to_five_and_back_to_one() {
+    let yaml = process_config(
+        "    minReplicas: 1\n    maxReplicas: 8\n    scaleTarget: 1",
+        r#""--service-time", "100ms""#,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let s = service(&gw);
+    eventually(Duration::from_secs(20), "1 replica ready", || async {
+        ready(&s) == 1
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(&gw, 5, stop.clone());
+    let peak = Arc::new(AtomicUsize::new(0));
+    eventually(
+        Duration::from_secs(15),
+        "5 replicas ready under 5 clients",
+        || async {
+            peak.fetch_max(s.scaler_status().desired as usize, Ordering::Relaxed);
+            ready(&s) == 5
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let codes = traffic.await.unwrap();
+    assert!(
+        codes.len() >= 5 && codes.iter().all(|&c| c == 200),
+        "{codes:?}"
+    );
+    assert_eq!(
+        peak.load(Ordering::Relaxed),
+        5,
+        "5 clients never want more than 5"
+    );
+
+    eventually(Duration::from_secs(40), "back to minReplicas", || async {
+        s.scaler_status().desired == 1 && ready(&s) == 1 && s.actuator().replicas().len() == 1
+    })
+    .await;
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_zero_a_held_request_is_answered_and_200_at_once_all_are() {
+    let yaml = process_config(
+        "    minReplicas: 0\n    maxReplicas: 4",
+        r#""--service-time", "10ms", "--startup-delay", "300ms""#,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let s = service(&gw);
+    assert_eq!(
+        s.actuator().replicas().len(),
+        0,
+        "minReplicas 0 starts none"
+    );
+    let c = client();
+    let r = c
+        .post(gw.url(PREDICT))
+        .header("host", HOST)
+        .body(INPUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let held: u64 = r.headers()["sluice-held-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(held >= 300, "held while the model loaded: {held} ms");
+    r.bytes().await.unwrap();
+
+    // Idle for the stable window (6 s) and the grace period (1 s): to zero.
+    eventually(Duration::from_secs(30), "scaled to zero", || async {
+        s.scaler_status().desired == 0 && s.actuator().replicas().is_empty()
+    })
+    .await;
+    let requests = (0..200).map(|_| {
+        let (c, url) = (c.clone(), gw.url(PREDICT));
+        async move {
+            let r = c
+                .post(url)
+                .header("host", HOST)
+                .body(INPUT)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    });
+    let codes = join_all(requests).await;
+    assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
+    assert_eq!(s.dispatcher().held(), 0);
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_is_replaced() {
+    let gw = TestGateway::start(&process_config(
+        "    minReplicas: 2\n    maxReplicas: 2",
+        "",
+    ))
+    .await;
+    let s = service(&gw);
+    eventually(Duration::from_secs(20), "2 replicas ready", || async {
+        ready(&s) == 2
+    })
+    .await;
+    let victim = s.actuator().replicas()[0].clone();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &victim.pid.unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually(
+        Duration::from_secs(20),
+        "the replica restarted and is ready",
+        || async {
+            let replicas = s.actuator().replicas();
+            ready(&s) == 2
+                && replicas
+                    .iter()
+                    .any(|r| r.name == victim.name && r.restarts == 1 && r.phase == Phase::Ready)
+        },
+    )
+    .await;
+    assert_eq!(s.actuator().counts().read().2, 1, "one restart counted");
+    let r = client()
+        .post(gw.url(PREDICT))
+        .header("host", HOST)
+        .body(INPUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_under_steady_load_fails_no_request() {
+    let with = |n: u32| {
+        process_config(
+            &format!("    minReplicas: {n}\n    maxReplicas: {n}"),
+            r#""--service-time", "50ms""#,
+        )
+    };
+    let gw = TestGateway::start(&with(4)).await;
+    let s = service(&gw);
+    eventually(Duration::from_secs(20), "4 replicas ready", || async {
+        ready(&s) == 4
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(&gw, 4, stop.clone());
+    eventually(Duration::from_secs(10), "all 4 busy", || async {
+        s.dispatcher().in_flight() >= 3
+    })
+    .await;
+    // Down to 1 while requests are in flight at every replica.
+    std::fs::write(&gw.config_path, with(1)).unwrap();
+    gw.gateway.reload().unwrap();
+    eventually(Duration::from_secs(20), "1 replica left", || async {
+        s.actuator().replicas().len() == 1 && ready(&s) == 1
+    })
+    .await;
+    let stops = s.actuator().counts().read().1;
+    assert_eq!(stops, 3, "three replicas drained and stopped");
+    stop.store(true, Ordering::Relaxed);
+    let codes = traffic.await.unwrap();
+    assert!(codes.len() > 20, "{}", codes.len());
+    assert!(
+        codes.iter().all(|&c| c == 200),
+        "a request failed during scale-down: {codes:?}"
+    );
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_child_process_outlives_the_gateway() {
+    let gw = GatewayProcess::start(&process_config(
+        "    minReplicas: 3\n    maxReplicas: 3",
+        "",
+    ));
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pids: Vec<u64> = loop {
+        if let Ok(r) = c.get(gw.admin_url("/status")).send().await {
+            let status: serde_json::Value = r.json().await.unwrap();
+            let pids: Vec<u64> = status["services"][0]["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r["pid"].as_u64())
+                .collect();
+            if pids.len() == 3 {
+                break pids;
+            }
+        }
+        assert!(Instant::now() < deadline, "3 replicas with pids");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(pids
+        .iter()
+        .all(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()));
+    gw.signal("TERM");
+    eventually(
+        Duration::from_secs(20),
+        "every replica process is gone",
+        || async {
+            pids.iter()
+                .all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        },
+    )
+    .await;
+}
