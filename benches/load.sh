@@ -21,6 +21,8 @@
 #   DURATION   length of each run, as wrk/hey take it (default 10s)
 #   ROUNDS     rounds per scenario (default 2)
 #   WARMUP     warm-up per target before measuring, 0 to skip (default 2s)
+#   SLUICE_THREADS  tokio worker threads for sluice (TOKIO_WORKER_THREADS);
+#              unset = tokio's default, one per core. 1 matches nginx's one worker.
 #   SKIP_BUILD 1 to use the existing release binaries
 #   KEEP_TMP   1 to keep the temp dir (configs, logs, raw tool output)
 #
@@ -201,6 +203,20 @@ peak_rss_mib() {
     awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
+# Busy CPU ticks of the whole machine (user + nice + system, all cores) and
+# all ticks (busy + idle + everything else), from the first line of /proc/stat.
+machine_ticks() {
+    awk '/^cpu / { busy = $2 + $3 + $4; all = 0; for (i = 2; i <= NF; i++) all += $i; print busy, all; exit }' /proc/stat
+}
+
+# CPU ticks of everything this benchmark runs: the upstreams, the proxies, and
+# this shell's reaped children (timeout -> wrk/hey, awk, ...: cutime+cstime).
+own_ticks() {
+    local children
+    children=$(awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat")
+    echo $(($(cpu_ticks "$FAST_PID" "$SLOW_PID" "$SLUICE_PID" "$NGINX_PID" "$NGINX_WORKER") + children))
+}
+
 # Child processes of PID (nginx's workers): from /proc/PID/task/PID/children
 # where the kernel provides it, else by scanning every process's parent pid.
 children_of() {
@@ -246,7 +262,10 @@ services:
     backend: {static: ["127.0.0.1:$SLOW_PORT"]}
 EOF
 "$SLUICE" --log warn check --config "$TMP/sluice.yaml" >/dev/null
-"$SLUICE" --log warn gateway --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
+# sluice builds its runtime with Runtime::new(), which reads TOKIO_WORKER_THREADS.
+sluice_env=()
+[[ -n ${SLUICE_THREADS:-} ]] && sluice_env=(env "TOKIO_WORKER_THREADS=$SLUICE_THREADS")
+${sluice_env[@]+"${sluice_env[@]}"} "$SLUICE" --log warn gateway --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
 SLUICE_PID=$!
 PIDS+=("$SLUICE_PID")
 
@@ -333,18 +352,25 @@ target_rss_pid() {
 
 # ---------------------------------------------------------------- load runs
 
-# Runs the load of SCENARIO against TARGET for DUR; raw output to OUT.
-# Bounded: killed 30 s past its duration.
+# Runs the load of SCENARIO against TARGET for DUR; raw output to OUT; returns
+# the tool's exit status. Bounded: killed 30 s past its duration. Run in the
+# background and waited for, so that a Ctrl-C stops it at once (timeout puts
+# itself in its own process group, out of reach of the terminal's SIGINT).
 load() {
-    local scenario=$1 target=$2 dur=$3 out=$4 port limit
+    local scenario=$1 target=$2 dur=$3 out=$4 port limit pid rc=0
     port=$(target_port "$scenario" "$target")
     limit=$(($(seconds "$dur") + 30))
     case $scenario in
         A) timeout -k 5 "$limit" wrk -t2 -c64 -d"$dur" --latency \
-            -H "Host: $FAST_HOST" "http://127.0.0.1:$port/" >"$out" 2>&1 ;;
+            -H "Host: $FAST_HOST" "http://127.0.0.1:$port/" >"$out" 2>&1 & ;;
         B) timeout -k 5 "$limit" hey -z "$dur" -c 5 -m POST -D "$BODY" \
-            -host "$SLOW_HOST" "http://127.0.0.1:$port/" >"$out" 2>&1 ;;
+            -host "$SLOW_HOST" "http://127.0.0.1:$port/" >"$out" 2>&1 & ;;
     esac
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    unset 'PIDS[${#PIDS[@]}-1]' # finished: no longer ours to kill
+    return "$rc"
 }
 
 # wrk --latency output -> "req/s p50_ms p99_ms requests errors", where errors
@@ -389,20 +415,28 @@ parse_hey() {
     ' "$1"
 }
 
-RESULTS="$TMP/results.tsv" # scenario target round rps p50 p99 cpu_us rss errors
+RESULTS="$TMP/results.tsv" # scenario target round rps p50 p99 cpu_us rss errors other%
 : >"$RESULTS"
 
 # One measured run: load, CPU delta of the target's processes, peak RSS.
 measure() {
     local scenario=$1 target=$2 round=$3 out pids before after
-    local rps p50 p99 n bad cpu="-" rss="-" rc=0
+    local rps p50 p99 n bad cpu="-" rss="-" rc=0 other m_busy0 m_all0 m_busy1 m_all1 own0 own1
     out="$TMP/run-$scenario-$target-$round.txt"
     pids=$(target_cpu_pids "$target")
     # shellcheck disable=SC2086 # pids is a space-separated list
     [[ -n $pids ]] && before=$(cpu_ticks $pids)
+    read -r m_busy0 m_all0 < <(machine_ticks)
+    own0=$(own_ticks)
     load "$scenario" "$target" "$DURATION" "$out" || rc=$?
+    own1=$(own_ticks)
+    read -r m_busy1 m_all1 < <(machine_ticks)
     # shellcheck disable=SC2086
     [[ -n $pids ]] && after=$(cpu_ticks $pids)
+    # CPU used by anything else on the machine during the run (another build,
+    # say), as a share of all cores: a high value means a disturbed run.
+    other=$(awk -v b=$((m_busy1 - m_busy0 - (own1 - own0))) -v a=$((m_all1 - m_all0)) \
+        'BEGIN { v = (a > 0) ? 100 * b / a : 0; if (v < 0) v = 0; printf "%.0f", v }')
     ((rc == 0)) || log "warning: $scenario/$target round $round: load tool exited $rc (see output below)"
     if [[ $scenario == A ]]; then
         read -r rps p50 p99 n bad < <(parse_wrk "$out")
@@ -413,10 +447,11 @@ measure() {
         cpu=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
     fi
     [[ $target != direct ]] && rss=$(peak_rss_mib "$(target_rss_pid "$target")")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$scenario" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$bad" >>"$RESULTS"
-    printf '  %s round %d/%d  %-6s  %9s req/s  p50 %8s ms  p99 %8s ms  CPU %7s µs/req  peak RSS %6s MiB  requests %7s  errors %s\n' \
-        "$scenario" "$round" "$ROUNDS" "$target" "$rps" "$p50" "$p99" "$cpu" "$rss" "$n" "$bad"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$scenario" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$bad" "$other" >>"$RESULTS"
+    printf '  %s round %d/%d  %-6s  %9s req/s  p50 %7s ms  p99 %7s ms  CPU %6s µs/req  RSS %5s MiB  requests %7s  errors %s  other CPU %s%%\n' \
+        "$scenario" "$round" "$ROUNDS" "$target" "$rps" "$p50" "$p99" "$cpu" "$rss" "$n" "$bad" "$other"
+    ((other < 15)) || log "warning: other processes used ${other}% of the machine during this run; its numbers are suspect"
     if ((rc != 0 || bad > 0)) || [[ $rps == NA ]]; then
         sed 's/^/      | /' "$out" | head -n 40
     fi
@@ -440,6 +475,8 @@ log_env() {
     echo
     echo "- machine: $(nproc) cores, $(uname -sr); CLK_TCK=$CLK_TCK"
     echo "- DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP; order per round: ${TARGETS[*]}"
+    echo "- sluice $("$SLUICE" --version | sed 's/^sluice //'): $(ls "/proc/$SLUICE_PID/task" | wc -l) OS threads at start," \
+        "SLUICE_THREADS=${SLUICE_THREADS:-default}; nginx: worker_processes 1"
     echo "- upstreams :$FAST_PORT (0 ms), :$SLOW_PORT (${SLOW_DELAY_MS} ms); sluice :$SLUICE_PORT (pid $SLUICE_PID);" \
         "nginx :$NGINX_PORT (master $NGINX_PID, worker $NGINX_WORKER, $("$NGINX" -v 2>&1 | sed 's/.*: //'))"
     echo
@@ -464,7 +501,7 @@ done
 # (VmHWM only grows, so B includes A); errors summed over rounds.
 echo "## Results (median of $ROUNDS rounds of $DURATION each)"
 echo
-awk -F'\t' -v rounds="$ROUNDS" -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
+awk -F'\t' -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
     function median(list,    v, k, i, j, t) {
         k = split(list, v, " ")
         if (k == 0) return "NA"
@@ -481,11 +518,12 @@ awk -F'\t' -v rounds="$ROUNDS" -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_
         add(key SUBSEP "rps", $4); add(key SUBSEP "p50", $5); add(key SUBSEP "p99", $6)
         add(key SUBSEP "cpu", $7)
         rss[key] = $8; err[key] += $9
+        if ($10 + 0 > other[key] + 0) other[key] = $10
     }
     function fmt(v, spec) { return (v == "NA" || v == "") ? "–" : sprintf(spec, v) }
     END {
-        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | peak RSS (MiB) | +p50 vs direct (ms) | errors |"
-        print "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | peak RSS (MiB) | +p50 vs direct (ms) | errors | other CPU % (max) |"
+        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         ns = split("A B", S, " "); nt = split("direct sluice nginx", T, " ")
         for (s = 1; s <= ns; s++) {
             base = median(L[S[s] SUBSEP "direct" SUBSEP "p50"])
@@ -493,10 +531,10 @@ awk -F'\t' -v rounds="$ROUNDS" -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_
                 key = S[s] SUBSEP T[t]
                 p50 = median(L[key SUBSEP "p50"])
                 delta = (T[t] == "direct" || p50 == "NA" || base == "NA") ? "" : sprintf("%+.2f", p50 - base)
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", (S[s] == "A" ? ta : tb), T[t],
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", (S[s] == "A" ? ta : tb), T[t],
                     fmt(median(L[key SUBSEP "rps"]), "%.0f"), fmt(p50, "%.2f"),
                     fmt(median(L[key SUBSEP "p99"]), "%.2f"), fmt(median(L[key SUBSEP "cpu"]), "%.1f"),
-                    (rss[key] == "-" ? "–" : rss[key]), (delta == "" ? "–" : delta), err[key]
+                    (rss[key] == "-" ? "–" : rss[key]), (delta == "" ? "–" : delta), err[key], other[key]
             }
         }
     }
@@ -504,6 +542,8 @@ awk -F'\t' -v rounds="$ROUNDS" -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_
 echo
 echo "CPU µs/req: the proxy process's utime+stime per completed request (nginx: master + worker)."
 echo "Peak RSS: VmHWM since start (nginx: the worker). errors: non-2xx responses + socket/transport errors, all rounds."
+echo "other CPU: the most CPU (share of all cores) that processes outside this benchmark took during any round; above ~15% the medians are suspect."
+echo "CPU µs/req is counted in ${CLK_TCK} Hz ticks: ± one tick per run, which matters for scenario B's few hundred requests per run."
 
 # Anything the proxies logged at warn or above is worth a look.
 for f in "$TMP/sluice.log" "$NGINX_DIR/error.log" "$TMP/upstream-fast.log" "$TMP/upstream-slow.log"; do
