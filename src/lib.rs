@@ -14,3 +14,4 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod upstream;

@@ -3,10 +3,9 @@
 
 use crate::config::{Config, GatewaySettings};
 use crate::metrics::{LiveCollector, Metrics};
-use crate::proxy::{upstream_client, UpstreamClient};
 use crate::routing::RouteTable;
 use crate::service::{Routes, Service};
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +16,6 @@ pub struct Shared {
     pub routes: Arc<ArcSwap<Routes>>,
     pub settings: ArcSwap<GatewaySettings>,
     pub metrics: Metrics,
-    client: ArcSwap<UpstreamClient>,
     config: ArcSwap<Config>,
     draining: AtomicBool,
 }
@@ -30,7 +28,6 @@ impl Shared {
             metrics: Metrics::new(LiveCollector::new(routes.clone())),
             routes,
             settings: ArcSwap::from_pointee(config.gateway.clone()),
-            client: ArcSwap::from_pointee(upstream_client(&config.gateway)),
             config: ArcSwap::from_pointee(config.clone()),
             draining: AtomicBool::new(false),
         });
@@ -86,13 +83,6 @@ impl Shared {
             );
             tokio::spawn(service.retire());
         }
-        let upstream_changed = old.gateway.connect_timeout != config.gateway.connect_timeout
-            || old.gateway.upstream_idle_timeout != config.gateway.upstream_idle_timeout;
-        if upstream_changed {
-            info!("upstream timeouts changed: new connections use them");
-            self.client
-                .store(Arc::new(upstream_client(&config.gateway)));
-        }
         self.settings.store(Arc::new(config.gateway.clone()));
         self.config.store(Arc::new(config));
     }
@@ -102,10 +92,6 @@ impl Shared {
         let routes = self.routes.load_full();
         let stops: Vec<_> = routes.services().iter().map(|s| s.retire()).collect();
         futures_util::future::join_all(stops).await;
-    }
-
-    pub fn client(&self) -> Guard<Arc<UpstreamClient>> {
-        self.client.load()
     }
 
     pub fn config(&self) -> Arc<Config> {

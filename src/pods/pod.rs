@@ -1,5 +1,6 @@
 //! One pod: an address and its live load.
 
+use crate::upstream::Connections;
 use http::uri::Authority;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -16,6 +17,8 @@ pub struct Pod {
     pub(super) last_pick: AtomicU64,
     /// Removed from its service: finishes what it has, gets nothing new.
     pub(super) retired: AtomicBool,
+    /// Idle connections to this pod, reused by the next requests.
+    pub connections: Connections,
     started: Instant,
 }
 
@@ -29,6 +32,7 @@ impl Pod {
             admitted: AtomicU64::new(0),
             last_pick: AtomicU64::new(0),
             retired: AtomicBool::new(false),
+            connections: Connections::default(),
             started: Instant::now(),
         }
     }

@@ -6,34 +6,32 @@
 //! ends, so the pod's in-flight count is exact for streaming responses too.
 
 mod body;
-mod client;
 mod error;
 mod headers;
 
-pub use self::body::{BodySlot, Completion, ResponseBody, UpstreamBody};
-pub use self::client::{upstream_client, UpstreamClient};
+pub use self::body::{Completion, ResponseBody};
 pub use self::error::{ProxyError, SLUICE_ERROR, SLUICE_HELD_MS};
 pub use self::headers::{add_forwarding, headers_size, remove_hop_by_hop};
 
-use self::body::BodyLimitExceeded;
 use crate::config::GatewaySettings;
 use crate::gateway::Shared;
 use crate::pods::{AdmitError, Lease, Pod};
 use crate::service::{Service, ServiceSettings};
-use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST};
+use crate::upstream::{connect, BodyLimitExceeded, Connection, RequestBody};
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
 
-/// What is sent to a pod, kept so that a refused connection can be retried.
-struct UpstreamHead {
-    method: Method,
-    path: PathAndQuery,
-    headers: HeaderMap,
+/// A pod's response, with what it took to get it.
+struct Forwarded {
+    response: Response<Incoming>,
+    lease: Lease,
+    connection: Connection,
 }
 
 /// Serves one request from a client at `client_ip`.
@@ -63,12 +61,13 @@ pub async fn proxy(
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let result = forward(&shared, &service, client_ip, host, req).await;
     match result {
-        Ok((response, lease)) => {
+        Ok(forwarded) => {
             debug!(
-                service = service.name(), %method, %uri, status = response.status().as_u16(),
-                pod = lease.pod().addr(), elapsed = ?started.elapsed(), "proxied"
+                service = service.name(), %method, %uri, status = forwarded.response.status().as_u16(),
+                pod = forwarded.lease.pod().addr(), elapsed = ?started.elapsed(), "proxied"
             );
-            respond(service, response, lease, started)
+            let idle_timeout = shared.settings.load().upstream_idle_timeout.0;
+            respond(service, forwarded, idle_timeout, started)
         }
         Err(error) => {
             warn!(service = service.name(), %method, %uri, error = %error, "refused");
@@ -86,41 +85,70 @@ async fn forward(
     client_ip: IpAddr,
     host: Option<HeaderValue>,
     req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<Forwarded, ProxyError> {
     let limits = shared.settings.load();
     check_limits(&req, &limits)?;
     let settings = service.settings();
-    let (head, body) = upstream_head(req, client_ip, host.as_ref());
-    let body = BodySlot::new(body);
-    let body_limit = limits.max_request_body_size.0;
-
+    let mut request = upstream_request(
+        req,
+        client_ip,
+        host.as_ref(),
+        limits.max_request_body_size.0,
+    );
     let mut lease = admit(service, None, &settings).await?;
-    let mut retried = false;
+    let mut retried_elsewhere = false;
     loop {
-        let request = head.to_request(lease.pod(), body.upstream(body_limit));
-        let sent = tokio::time::timeout(settings.request_timeout, shared.client().request(request));
-        let error = match sent.await {
-            Ok(Ok(response)) => return Ok((response, lease)),
-            Ok(Err(error)) => error,
+        let pod = lease.pod().clone();
+        let (mut connection, reused) = match pod
+            .connections
+            .take(limits.upstream_idle_timeout.0)
+            .await
+        {
+            Some(connection) => (connection, true),
+            None => match connect(pod.authority(), limits.connect_timeout.0).await {
+                Ok(connection) => (connection, false),
+                // Nothing of the request was sent: try once more, on another pod.
+                Err(error) if !retried_elsewhere => {
+                    warn!(service = service.name(), pod = pod.addr(), %error, "cannot connect; retrying on another pod");
+                    service.metrics().retried();
+                    retried_elsewhere = true;
+                    drop(lease);
+                    lease = admit(service, Some(&pod), &settings).await?;
+                    continue;
+                }
+                Err(error) => {
+                    return Err(ProxyError::UpstreamConnect {
+                        pod: pod.addr().to_string(),
+                        reason: error.to_string(),
+                    })
+                }
+            },
+        };
+        let sent = tokio::time::timeout(
+            settings.request_timeout,
+            connection.try_send_request(request),
+        );
+        match sent.await {
+            Ok(Ok(response)) => {
+                return Ok(Forwarded {
+                    response,
+                    lease,
+                    connection,
+                })
+            }
+            Ok(Err(mut error)) => match error.take_message() {
+                // Never sent: a pooled connection that the pod had just
+                // closed. Again, on the next one (or a new one).
+                Some(unsent) if reused => request = unsent,
+                _ => return Err(classify(error.into_error(), &pod)),
+            },
             Err(_elapsed) => {
                 return Err(ProxyError::UpstreamTimeout {
-                    pod: lease.pod().addr().to_string(),
+                    pod: pod.addr().to_string(),
                     timeout: settings.request_timeout,
                 })
             }
-        };
-        // A connection that failed before the pod read any of the request
-        // cannot have had an effect: try once more, on another pod.
-        if error.is_connect() && !retried && body.is_untouched() {
-            warn!(service = service.name(), pod = lease.pod().addr(), error = %root_cause(&error), "retrying on another pod");
-            service.metrics().retried();
-            retried = true;
-            let failed = lease.pod().clone();
-            drop(lease);
-            lease = admit(service, Some(&failed), &settings).await?;
-            continue;
         }
-        return Err(classify(error, lease.pod()));
     }
 }
 
@@ -162,13 +190,19 @@ async fn admit(
         })
 }
 
-/// The client's response: the pod's, less hop-by-hop headers, carrying the lease.
+/// The client's response: the pod's, less hop-by-hop headers, carrying the
+/// lease and the connection until its body ends.
 fn respond(
     service: Arc<Service>,
-    response: Response<Incoming>,
-    lease: Lease,
+    forwarded: Forwarded,
+    idle_timeout: std::time::Duration,
     started: Instant,
 ) -> Response<ResponseBody> {
+    let Forwarded {
+        response,
+        lease,
+        connection,
+    } = forwarded;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     if let Some(held) = lease.held_for() {
@@ -177,7 +211,8 @@ fn respond(
             .headers
             .insert(SLUICE_HELD_MS, HeaderValue::from(held.as_millis() as u64));
     }
-    let completion = Completion::new(service, Some(lease), parts.status.as_u16(), started);
+    let completion = Completion::new(service, Some(lease), parts.status.as_u16(), started)
+        .with_connection(connection, idle_timeout);
     Response::from_parts(parts, ResponseBody::streaming(body, completion))
 }
 
@@ -192,53 +227,27 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     }
 }
 
-fn upstream_head(
+/// The request as a pod gets it: origin-form target, HTTP/1.1, clean headers.
+fn upstream_request(
     req: Request<Incoming>,
     client_ip: IpAddr,
     host: Option<&HeaderValue>,
-) -> (UpstreamHead, Incoming) {
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    remove_hop_by_hop(&mut headers);
-    add_forwarding(&mut headers, client_ip, host);
+    body_limit: u64,
+) -> Request<RequestBody> {
+    let (mut parts, body) = req.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    add_forwarding(&mut parts.headers, client_ip, host);
     let path = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let head = UpstreamHead {
-        method: parts.method,
-        path,
-        headers,
-    };
-    (head, body)
+    parts.uri = Uri::from(path);
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, RequestBody::new(body, body_limit))
 }
 
-impl UpstreamHead {
-    fn to_request(&self, pod: &Pod, body: UpstreamBody) -> Request<UpstreamBody> {
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(pod.authority().clone())
-            .path_and_query(self.path.clone())
-            .build()
-            .expect("scheme, authority and path are each valid");
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-}
-
-fn classify(error: hyper_util::client::legacy::Error, pod: &Pod) -> ProxyError {
-    let pod = pod.addr().to_string();
-    if error.is_connect() {
-        return ProxyError::UpstreamConnect {
-            pod,
-            reason: root_cause(&error),
-        };
-    }
+fn classify(error: hyper::Error, pod: &Pod) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
         if let Some(BodyLimitExceeded(limit)) = e.downcast_ref::<BodyLimitExceeded>() {
@@ -247,7 +256,7 @@ fn classify(error: hyper_util::client::legacy::Error, pod: &Pod) -> ProxyError {
         source = e.source();
     }
     ProxyError::Upstream {
-        pod,
+        pod: pod.addr().to_string(),
         reason: root_cause(&error),
     }
 }

@@ -1,0 +1,60 @@
+//! The request body as sent to a pod: streamed frame by frame from the
+//! client, and cut off with [`BodyLimitExceeded`] past `maxRequestBodySize`.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client sent more than `maxRequestBodySize`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is over the limit of {0} bytes")]
+pub struct BodyLimitExceeded(pub u64);
+
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    /// 0 = unlimited.
+    limit: u64,
+    seen: u64,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        RequestBody {
+            inner,
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame {
+            self.seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if self.limit > 0 && self.seen > self.limit {
+                return Poll::Ready(Some(Err(BodyLimitExceeded(self.limit).into())));
+            }
+        }
+        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,87 @@
+//! A pod's idle connections, and opening new ones.
+
+use super::RequestBody;
+use http::uri::Authority;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+/// A ready HTTP/1.1 connection to one pod.
+pub type Connection = http1::SendRequest<RequestBody>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(String);
+
+/// The idle connections of one pod, most recently used last.
+#[derive(Debug, Default)]
+pub struct Connections {
+    idle: Mutex<Vec<(Connection, Instant)>>,
+}
+
+impl Connections {
+    /// The most recently used idle connection that is still open and was not
+    /// idle longer than `idle_timeout`. Older ones are closed.
+    pub async fn take(&self, idle_timeout: Duration) -> Option<Connection> {
+        loop {
+            let (mut connection, since) = self.lock().pop()?;
+            if connection.is_closed() || since.elapsed() >= idle_timeout {
+                continue;
+            }
+            // Ready at once unless the pod closed it meanwhile.
+            if connection.ready().await.is_ok() {
+                return Some(connection);
+            }
+        }
+    }
+
+    /// Gives back a connection whose response was read to the end.
+    pub fn put(&self, connection: Connection, idle_timeout: Duration) {
+        if connection.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.lock();
+        idle.retain(|(c, since)| !c.is_closed() && now.duration_since(*since) < idle_timeout);
+        idle.push((connection, now));
+    }
+
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Connection, Instant)>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Opens a new connection to `authority`, within `timeout`.
+pub async fn connect(authority: &Authority, timeout: Duration) -> Result<Connection, ConnectError> {
+    let port = authority.port_u16().unwrap_or(80);
+    // An IPv6 literal comes bracketed in an authority, not in a socket address.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let connecting = TcpStream::connect((host, port));
+    let stream = match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(ConnectError(e.to_string())),
+        Err(_) => return Err(ConnectError(format!("timed out after {timeout:?}"))),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError(e.to_string()))?;
+    // One task per connection (not per request) drives its I/O.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
