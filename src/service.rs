@@ -118,8 +118,14 @@ impl Service {
         self.actuator_lock().clone()
     }
 
+    /// For a quick look; do not hold it across an await.
     pub fn settings(&self) -> arc_swap::Guard<Arc<ServiceSettings>> {
         self.settings.load()
+    }
+
+    /// For holding, e.g. for the whole of a request.
+    pub fn settings_snapshot(&self) -> Arc<ServiceSettings> {
+        self.settings.load_full()
     }
 
     pub fn metrics(&self) -> &ServiceMetrics {

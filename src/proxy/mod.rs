@@ -86,9 +86,10 @@ async fn forward(
     host: Option<HeaderValue>,
     req: Request<Incoming>,
 ) -> Result<Forwarded, ProxyError> {
-    let limits = shared.settings.load();
+    // Owned snapshots: they are held across awaits for the whole request.
+    let limits = shared.settings.load_full();
     check_limits(&req, &limits)?;
-    let settings = service.settings();
+    let settings = service.settings_snapshot();
     let mut request = upstream_request(
         req,
         client_ip,
@@ -109,7 +110,7 @@ async fn forward(
                 Ok(connection) => (connection, false),
                 // Nothing of the request was sent: try once more, on another pod.
                 Err(error) if !retried_elsewhere => {
-                    warn!(service = service.name(), pod = pod.addr(), %error, "cannot connect; retrying on another pod");
+                    debug!(service = service.name(), pod = pod.addr(), %error, "cannot connect; retrying on another pod");
                     service.metrics().retried();
                     retried_elsewhere = true;
                     drop(lease);
