@@ -112,16 +112,20 @@ pub fn decide(
     // Rates are relative to the ready pods; at zero, to one.
     let base = f64::from(ready.max(1));
     let max_up = (spec.max_scale_up_rate * base).ceil();
-    let max_down = (base / spec.max_scale_down_rate).floor();
+    let max_down = (base / spec.max_scale_down_rate).floor().min(max_up);
     let want = |average: f64| (average / spec.target).ceil().clamp(max_down, max_up) as u32;
     let (stable_desire, panic_desire) = (want(stable), want(panicky));
 
-    let over = f64::from(panic_desire) / base >= spec.panic_threshold;
+    // As Knative: the threshold is checked on the raw panic desire, before
+    // rounding and rate limits.
+    let over = panicky / spec.target / base >= spec.panic_threshold;
     let last_over = if over { Some(now) } else { previous.last_over };
     let panicking = last_over.is_some_and(|t| now.saturating_sub(t) < spec.stable_window);
 
     let (mut desired, panic, mut reason) = if panicking {
-        let desired = panic_desire.max(previous.peak);
+        // Provision for the larger of the two windows, and never less than
+        // what this panic already asked for.
+        let desired = panic_desire.max(stable_desire).max(previous.peak);
         let reason = format!(
             "panic: {:.2} over the panic window wants {panic_desire} pods, {:.0}% of {ready} ready",
             panicky,

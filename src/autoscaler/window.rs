@@ -19,6 +19,9 @@ pub struct Sample {
 pub struct History {
     samples: VecDeque<Sample>,
     keep: Duration,
+    /// When load was last seen; kept when its sample is forgotten, since
+    /// scale to zero waits longer than the stable window.
+    last_traffic: Option<Duration>,
 }
 
 impl History {
@@ -26,10 +29,14 @@ impl History {
         History {
             samples: VecDeque::new(),
             keep,
+            last_traffic: None,
         }
     }
 
     pub fn record(&mut self, sample: Sample) {
+        if sample.concurrency > 0.0 || sample.rps > 0.0 {
+            self.last_traffic = Some(sample.at);
+        }
         self.samples.push_back(sample);
         while self
             .samples
@@ -59,11 +66,7 @@ impl History {
 
     /// When load was last seen (any request in flight or arriving).
     pub fn last_traffic(&self) -> Option<Duration> {
-        self.samples
-            .iter()
-            .rev()
-            .find(|s| s.concurrency > 0.0 || s.rps > 0.0)
-            .map(|s| s.at)
+        self.last_traffic
     }
 
     pub fn set_keep(&mut self, keep: Duration) {

@@ -21,6 +21,9 @@ pub fn validate(config: &Config) -> Vec<String> {
     }
     validate_autoscaler(config, &mut problems);
     let g = &config.gateway;
+    if g.queue_depth == 0 {
+        problems.push("gateway.queueDepth: must be at least 1".into());
+    }
     if g.queue_timeout.0.is_zero() {
         problems.push("gateway.queueTimeout: must be positive".into());
     }
@@ -139,12 +142,21 @@ fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
         ("panicWindowPercentage", s.panic_window_percentage),
         ("panicThresholdPercentage", s.panic_threshold_percentage),
         ("targetUtilization", s.target_utilization),
-        ("maxScaleUpRate", s.max_scale_up_rate),
-        ("maxScaleDownRate", s.max_scale_down_rate),
     ] {
         if let Some(v) = value {
             check_positive(&format!("{at}.{field}"), v, problems);
         }
+    }
+    for (field, value) in [
+        ("maxScaleUpRate", s.max_scale_up_rate),
+        ("maxScaleDownRate", s.max_scale_down_rate),
+    ] {
+        if value.is_some_and(|v| !(v.is_finite() && v > 1.0)) {
+            problems.push(format!("{at}.{field}: must be greater than 1"));
+        }
+    }
+    if s.queue_depth == Some(0) {
+        problems.push(format!("{at}.queueDepth: must be at least 1"));
     }
     validate_backend(at, s, problems);
 }

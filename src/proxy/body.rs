@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,12 +22,19 @@ pub struct ResponseBody {
     completion: Option<Completion>,
 }
 
+struct Reusable {
+    connection: Connection,
+    request_sent: Arc<AtomicBool>,
+    idle_timeout: Duration,
+}
+
 /// The end of a request: what to give back and what to record.
 pub struct Completion {
     service: Arc<Service>,
     lease: Option<Lease>,
-    /// The pod connection, reusable once the response was read to the end.
-    connection: Option<(Connection, Duration)>,
+    /// The pod connection, reusable once the response was read to the end
+    /// and the request body was sent to the end.
+    connection: Option<Reusable>,
     status: u16,
     started: Instant,
 }
@@ -111,19 +119,33 @@ impl Completion {
         }
     }
 
-    /// Keeps the pod connection, to give back if the response is read to the end.
-    pub fn with_connection(mut self, connection: Connection, idle_timeout: Duration) -> Self {
-        self.connection = Some((connection, idle_timeout));
+    /// Keeps the pod connection, to give back if the response is read to the
+    /// end and `request_sent` says the request body was too.
+    pub fn with_connection(
+        mut self,
+        connection: Connection,
+        request_sent: Arc<AtomicBool>,
+        idle_timeout: Duration,
+    ) -> Self {
+        self.connection = Some(Reusable {
+            connection,
+            request_sent,
+            idle_timeout,
+        });
         self
     }
 
     /// Gives the connection back to its pod, before the slot is freed so that
-    /// the next request to this pod finds it.
+    /// the next request to this pod finds it. A pod that answered before
+    /// reading the whole request body keeps its connection busy: not reused.
     fn reuse_connection(&mut self) {
-        if let (Some((connection, idle_timeout)), Some(lease)) =
-            (self.connection.take(), &self.lease)
-        {
-            lease.pod().connections.put(connection, idle_timeout);
+        if let (Some(reusable), Some(lease)) = (self.connection.take(), &self.lease) {
+            if reusable.request_sent.load(Ordering::Acquire) {
+                lease
+                    .pod()
+                    .connections
+                    .put(reusable.connection, reusable.idle_timeout);
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
@@ -32,6 +33,8 @@ struct Forwarded {
     response: Response<Incoming>,
     lease: Lease,
     connection: Connection,
+    /// True once the request body was sent to the end.
+    request_sent: Arc<AtomicBool>,
 }
 
 /// Serves one request from a client at `client_ip`.
@@ -96,6 +99,7 @@ async fn forward(
         host.as_ref(),
         limits.max_request_body_size.0,
     );
+    let request_sent = request.body().sent();
     let mut lease = admit(service, None, &settings).await?;
     let mut retried_elsewhere = false;
     loop {
@@ -135,6 +139,7 @@ async fn forward(
                     response,
                     lease,
                     connection,
+                    request_sent,
                 })
             }
             Ok(Err(mut error)) => match error.take_message() {
@@ -203,6 +208,7 @@ fn respond(
         response,
         lease,
         connection,
+        request_sent,
     } = forwarded;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -213,7 +219,7 @@ fn respond(
             .insert(SLUICE_HELD_MS, HeaderValue::from(held.as_millis() as u64));
     }
     let completion = Completion::new(service, Some(lease), parts.status.as_u16(), started)
-        .with_connection(connection, idle_timeout);
+        .with_connection(connection, request_sent, idle_timeout);
     Response::from_parts(parts, ResponseBody::streaming(body, completion))
 }
 

@@ -5,6 +5,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -20,15 +22,25 @@ pub struct RequestBody {
     /// 0 = unlimited.
     limit: u64,
     seen: u64,
+    /// Set once the whole body has been handed to the connection: only then
+    /// may the connection be reused, even if the response came first.
+    sent: Arc<AtomicBool>,
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64) -> Self {
+        let sent = Arc::new(AtomicBool::new(inner.is_end_stream()));
         RequestBody {
             inner,
             limit,
             seen: 0,
+            sent,
         }
+    }
+
+    /// Becomes true when the body has been sent to the end.
+    pub fn sent(&self) -> Arc<AtomicBool> {
+        self.sent.clone()
     }
 }
 
@@ -46,6 +58,9 @@ impl Body for RequestBody {
             if self.limit > 0 && self.seen > self.limit {
                 return Poll::Ready(Some(Err(BodyLimitExceeded(self.limit).into())));
             }
+        }
+        if frame.is_none() || self.inner.is_end_stream() {
+            self.sent.store(true, Ordering::Release);
         }
         Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
     }

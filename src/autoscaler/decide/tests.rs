@@ -199,6 +199,21 @@ fn table() {
 }
 
 #[test]
+fn the_panic_threshold_uses_the_raw_desire_and_rates_never_invert() {
+    // 1.9 in flight on 1 pod is 190%: no panic, though it rounds up to 2.
+    let d = decide(&spec(), &steady(1.9, 60, 60), 1, Panic::default(), secs(60));
+    assert!(d.panic.last_over.is_none(), "{}", d.reason);
+    // Rates that would make max_down exceed max_up do not panic the clamp.
+    let odd = Spec {
+        max_scale_up_rate: 1.5,
+        max_scale_down_rate: 0.5,
+        ..spec()
+    };
+    let d = decide(&odd, &steady(0.0, 60, 60), 4, Panic::default(), secs(60));
+    assert_eq!(d.desired, 6, "{}", d.reason);
+}
+
+#[test]
 fn scale_to_zero_waits_for_the_stable_window_and_grace() {
     let spec = Spec {
         min_replicas: 0,
@@ -217,8 +232,10 @@ fn scale_to_zero_waits_for_the_stable_window_and_grace() {
             rps: 0.0,
         });
     }
-    // Idle 60s: inside stable window + grace (90s), one pod stays.
+    // Idle 60s: inside stable window + grace (90s), one pod stays, long
+    // after the last busy sample left the window.
     assert_eq!(decide(&spec, &h, 1, Panic::default(), secs(61)).desired, 1);
+    assert_eq!(decide(&spec, &h, 1, Panic::default(), secs(75)).desired, 1);
     assert_eq!(decide(&spec, &h, 1, Panic::default(), secs(90)).desired, 1);
     let d = decide(&spec, &h, 1, Panic::default(), secs(91));
     assert_eq!(d.desired, 0, "{}", d.reason);
