@@ -81,7 +81,11 @@ impl Service {
             .set_limits(sc.container_concurrency, settings.queue_depth);
         let old_backend = self.settings().config.backend.clone();
         if old_backend != sc.backend {
+            // The old pods get no new requests (those in flight finish); the
+            // new actuator starts at once with what the service wants now.
+            self.dispatcher.set_pods(&[]);
             let next = actuator_for(sc, &settings, &self.dispatcher);
+            next.scale(self.scaler_status().desired.max(settings.spec.min_replicas));
             let old = std::mem::replace(&mut *self.actuator_lock(), next);
             tokio::spawn(old.shutdown());
             info!(

@@ -333,3 +333,94 @@ async fn no_child_process_outlives_the_gateway() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_from_static_to_process_replaces_the_old_pods() {
+    let old = upstream().await;
+    let gw = TestGateway::start(&one_service(&[&old], "")).await;
+    let c = client();
+    let r = c
+        .get(gw.url("/"))
+        .header("host", HOST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), old.addr.to_string());
+
+    std::fs::write(
+        &gw.config_path,
+        process_config("    minReplicas: 1\n    maxReplicas: 1", ""),
+    )
+    .unwrap();
+    gw.gateway.reload().unwrap();
+    let s = service(&gw);
+    eventually(
+        Duration::from_secs(20),
+        "the process replica serves",
+        || async { ready(&s) == 1 && s.dispatcher().pods()[0].addr() != old.addr.to_string() },
+    )
+    .await;
+    let hits_before = old.hits();
+    for _ in 0..10 {
+        let r = c
+            .post(gw.url(PREDICT))
+            .header("host", HOST)
+            .body(INPUT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), r#"{"predictions":[5.034]}"#);
+    }
+    assert_eq!(
+        old.hits(),
+        hits_before,
+        "the old static pod gets nothing new"
+    );
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+}
+
+/// The children of a process, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_through_a_shell_is_stopped_with_its_children() {
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+services:
+  - name: redwine-week4
+    namespace: kserve-inference
+    backend:
+      process:
+        command: ["sh", "-c", "{bin} predictor --port $PORT --log warn & wait"]
+        readinessPath: /v1/models/redwine-week4
+        stopGracePeriod: 2s
+"#,
+        bin = env!("CARGO_BIN_EXE_sluice"),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let s = service(&gw);
+    eventually(Duration::from_secs(20), "the replica is ready", || async {
+        ready(&s) == 1
+    })
+    .await;
+    let shell = s.actuator().replicas()[0].pid.unwrap();
+    let model = children(shell);
+    assert_eq!(model.len(), 1, "the shell runs the predictor");
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+    let gone = |pid: u32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    eventually(
+        Duration::from_secs(10),
+        "shell and predictor are gone",
+        || async { gone(shell) && gone(model[0]) },
+    )
+    .await;
+}

@@ -11,7 +11,7 @@ use crate::config::ProcessBackend;
 use crate::pods::Dispatcher;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -25,6 +25,8 @@ pub struct ProcessActuator {
     probe: ProbeClient,
     next_id: AtomicU64,
     replicas: Mutex<Vec<(Arc<Replica>, JoinHandle<()>)>>,
+    /// Set by shutdown, under the replicas lock: no replica starts after it.
+    shut_down: AtomicBool,
 }
 
 impl ProcessActuator {
@@ -65,6 +67,7 @@ impl ProcessActuator {
             probe: Client::builder(TokioExecutor::new()).build_http(),
             next_id: AtomicU64::new(1),
             replicas: Mutex::new(Vec::new()),
+            shut_down: AtomicBool::new(false),
         }
     }
 
@@ -94,6 +97,9 @@ impl Actuator for ProcessActuator {
     fn scale(&self, wanted: u32) {
         let wanted = wanted as usize;
         let mut replicas = self.replicas_lock();
+        if self.shut_down.load(Ordering::Relaxed) {
+            return;
+        }
         replicas.retain(|(_, task)| !task.is_finished());
         let mut active: Vec<&Arc<Replica>> = replicas
             .iter()
@@ -133,7 +139,11 @@ impl Actuator for ProcessActuator {
     }
 
     fn shutdown(&self) -> BoxFuture {
-        let replicas = std::mem::take(&mut *self.replicas_lock());
+        let replicas = {
+            let mut replicas = self.replicas_lock();
+            self.shut_down.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *replicas)
+        };
         for (replica, _) in &replicas {
             replica.stop();
         }

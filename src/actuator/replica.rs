@@ -246,6 +246,9 @@ fn spawn(launch: &Launch) -> std::io::Result<(Child, u16)> {
         .envs(launch.env.iter().map(|(k, v)| (k, fill(v))))
         .env("PORT", port.to_string())
         .stdin(Stdio::null())
+        // Its own process group, so that stopping it also stops what it
+        // started (an `sh -c` wrapper's child, a model server's workers).
+        .process_group(0)
         // A safety net: a replica whose task is dropped is killed.
         .kill_on_drop(true)
         .spawn()?;
@@ -287,14 +290,18 @@ async fn drain(pod: &Pod, timeout: Duration) {
 }
 
 /// SIGTERM, then SIGKILL if still running after `grace`.
+/// SIGTERM to the replica's process group, then SIGKILL to the group if the
+/// replica still runs after `grace`.
 async fn terminate(child: &mut Child, grace: Duration) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
-            return;
-        }
+    let Some(pid) = child.id() else {
+        return; // Already reaped.
+    };
+    let group = Pid::from_raw(-(pid as i32));
+    let _ = kill(group, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = kill(group, Signal::SIGKILL);
+        let _ = child.kill().await;
     }
-    let _ = child.kill().await;
 }
 
 /// Sleeps for `duration`; true if told to stop meanwhile.

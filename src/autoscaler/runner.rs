@@ -40,12 +40,14 @@ pub async fn run(service: Arc<Service>) {
         tokio::select! {
             _ = second.tick() => {}
             _ = service.dispatcher().activation_requested() => {
+                // A request is held and no replica is ready: make sure one
+                // is coming now, not at the next tick. Idempotent if it is.
                 if desired == 0 {
                     desired = 1;
-                    service.actuator().scale(desired);
-                    service.set_scaler_status(ScalerStatus { desired, ..service.scaler_status() });
                     info!(service = service.name(), desired, "activating: a request is held and no replica is ready");
                 }
+                service.actuator().scale(desired);
+                service.set_scaler_status(ScalerStatus { desired, ..service.scaler_status() });
                 continue;
             }
         }

@@ -94,7 +94,10 @@ impl Dispatcher {
         hold_timeout: Duration,
     ) -> Result<Lease, AdmitError> {
         let started = Instant::now();
-        self.meter().arrive();
+        if avoid.is_none() {
+            // A retry (with a pod to avoid) is the same request arriving once.
+            self.meter().arrive();
+        }
         let (rx, held) = {
             let mut state = self.lock();
             state.drop_gone_waiters();
