@@ -123,7 +123,7 @@ part_coldstart() {
         start_gateway "$TMP/zero.yaml"
         curl -s -o /dev/null -D "$TMP/headers" -w '%{time_total}\n' -H "Host: $HOST" -d @"$TMP/input.json" "$URL" > "$TMP/total"
         local held total
-        held=$(awk -F': ' 'tolower($1) == "sluice-held-ms" { print $2 + 0 }' "$TMP/headers")
+        held=$(awk -F': ' 'tolower($1) == "sluice-held-ms" { printf "%.3f", $2 + 0 }' "$TMP/headers")
         total=$(awk '{ printf "%.2f", $1 * 1000 }' "$TMP/total")
         echo "  run $run: total ${total} ms, held ${held} ms, overhead after ready $(python3 -c "print(f'{$total - $held:.2f}')") ms"
         stop_gateway

@@ -81,9 +81,15 @@ impl Service {
             .set_limits(sc.container_concurrency, settings.queue_depth);
         let old_backend = self.settings().config.backend.clone();
         if old_backend != sc.backend {
-            // The old pods get no new requests (those in flight finish); the
-            // new actuator starts at once with what the service wants now.
-            self.dispatcher.set_pods(&[]);
+            // A new static list keeps the pods that remain (counts and
+            // connections); otherwise the old pods get no new requests (those
+            // in flight finish) and the new actuator starts at once with what
+            // the service wants now.
+            let static_to_static =
+                old_backend.static_pods.is_some() && sc.backend.static_pods.is_some();
+            if !static_to_static {
+                self.dispatcher.set_pods(&[]);
+            }
             let next = actuator_for(sc, &settings, &self.dispatcher);
             next.scale(self.scaler_status().desired.max(settings.spec.min_replicas));
             let old = std::mem::replace(&mut *self.actuator_lock(), next);

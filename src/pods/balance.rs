@@ -1,11 +1,20 @@
-//! Power of two choices over pods with capacity.
+//! Least loaded over pods with capacity: exactly for a few pods, by power of
+//! two choices for many.
 //!
-//! Two distinct pods are drawn at random and the less loaded wins; on equal
-//! load, the one picked less recently wins, which spreads sequential traffic
-//! evenly instead of leaving it to chance. If neither of the two has capacity
-//! (`containerConcurrency` reached), every pod is scanned for the best one that
-//! has. A pod to `avoid` (one that just refused a connection) is taken only if
-//! no other pod has capacity. The RNG is passed in so that a test replays exactly.
+//! With up to [`EXACT_UP_TO`] pods every pod is compared: model services run
+//! a handful of replicas at about one request each, where two random picks
+//! often both land on busy replicas while another sits idle (measured by
+//! benches/tutorial.sh: a fifth of the requests queued behind another). Past
+//! that, two distinct pods are drawn at random and the less loaded wins, which
+//! keeps the pick O(1). On equal load the pod picked less recently wins, which
+//! spreads sequential traffic evenly instead of leaving it to chance. If
+//! neither random pod has capacity (`containerConcurrency` reached), every pod
+//! is scanned for the best one that has. A pod to `avoid` (one that just
+//! refused a connection) is taken only if no other pod has capacity. The RNG is
+//! passed in so that a test replays exactly.
+
+/// Services with at most this many pods compare them all.
+pub const EXACT_UP_TO: usize = 16;
 
 /// What the balancer sees of one pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,9 +44,15 @@ pub fn pick(
             (true, true) => Some(a),
         }
     };
+    let best_of_all = || {
+        (0..n)
+            .filter(|&i| has_capacity(&slot(i)))
+            .min_by_key(|&i| score(&slot(i)))
+    };
     let chosen = match n {
         0 => return None,
         1 => has_capacity(&slot(0)).then_some(0),
+        _ if n <= EXACT_UP_TO => return best_of_all(),
         _ => {
             let a = rng.usize(..n);
             let mut b = rng.usize(..n - 1);
@@ -49,9 +64,7 @@ pub fn pick(
     };
     match chosen {
         Some(i) if !slot(i).avoid => Some(i),
-        _ => (0..n)
-            .filter(|&i| has_capacity(&slot(i)))
-            .min_by_key(|&i| score(&slot(i))),
+        _ => best_of_all(),
     }
 }
 
@@ -68,6 +81,29 @@ mod tests {
                 avoid: false,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_few_pods_are_compared_exactly() {
+        // Four busy pods and one idle: the idle one, every time.
+        let pods = slots(&[1, 1, 1, 0, 1]);
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..100 {
+            assert_eq!(pick(5, |i| pods[i], 0, &mut rng), Some(3));
+        }
+    }
+
+    #[test]
+    fn many_pods_use_two_random_choices() {
+        // 64 pods, one idle: two random picks rarely include it.
+        let mut loads = vec![1usize; 64];
+        loads[17] = 0;
+        let pods = slots(&loads);
+        let mut rng = fastrand::Rng::with_seed(5);
+        let idle_picks = (0..1000)
+            .filter(|_| pick(64, |i| pods[i], 0, &mut rng) == Some(17))
+            .count();
+        assert!((10..100).contains(&idle_picks), "{idle_picks}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 pub const SLUICE_ERROR: HeaderName = HeaderName::from_static("sluice-error");
-/// On a cold-start response: milliseconds the request was held for the first pod.
+/// On a cold-start response: milliseconds (to the microsecond) the request
+/// was held for the first pod.
 pub const SLUICE_HELD_MS: HeaderName = HeaderName::from_static("sluice-held-ms");
 
 #[derive(Debug, thiserror::Error)]
