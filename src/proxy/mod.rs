@@ -214,9 +214,10 @@ fn respond(
     remove_hop_by_hop(&mut parts.headers);
     if let Some(held) = lease.held_for() {
         // A cold start: say how long the request waited for the first pod.
-        parts
-            .headers
-            .insert(SLUICE_HELD_MS, HeaderValue::from(held.as_millis() as u64));
+        let millis = format!("{:.3}", held.as_secs_f64() * 1000.0);
+        if let Ok(value) = HeaderValue::try_from(millis) {
+            parts.headers.insert(SLUICE_HELD_MS, value);
+        }
     }
     let completion = Completion::new(service, Some(lease), parts.status.as_u16(), started)
         .with_connection(connection, request_sent, idle_timeout);
