@@ -41,7 +41,7 @@ fn routing(c: &mut Criterion) {
 
 fn balancing(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
-    for pods in [2usize, 8, 64] {
+    for pods in [2usize, 8, 16, 64] {
         let slots: Vec<Slot> = (0..pods)
             .map(|i| Slot {
                 in_flight: i % 3,

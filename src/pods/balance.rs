@@ -45,9 +45,15 @@ pub fn pick(
         }
     };
     let best_of_all = || {
-        (0..n)
-            .filter(|&i| has_capacity(&slot(i)))
-            .min_by_key(|&i| score(&slot(i)))
+        let mut best: Option<(usize, (bool, usize, u64))> = None;
+        for i in 0..n {
+            let s = slot(i);
+            let key = score(&s);
+            if has_capacity(&s) && best.is_none_or(|(_, b)| key < b) {
+                best = Some((i, key));
+            }
+        }
+        best.map(|(i, _)| i)
     };
     let chosen = match n {
         0 => return None,
