@@ -52,12 +52,7 @@ async fn admin_endpoints_answer_and_the_data_listener_never_serves_them() {
     for path in ["/metrics", "/healthz", "/readyz", "/status"] {
         let r = c.get(gw.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path} on the data listener");
-        let r = c
-            .get(gw.url(path))
-            .header("host", HOST)
-            .send()
-            .await
-            .unwrap();
+        let r = send(c.get(gw.url(path))).await;
         assert_eq!(
             r.text().await.unwrap(),
             pod.addr.to_string(),
@@ -74,14 +69,7 @@ async fn status_and_metrics_show_live_in_flight_and_queued_counts() {
     let slow: Vec<_> = (0..3)
         .map(|_| {
             let (c, url) = (c.clone(), gw.url("/slow?ms=1500"));
-            tokio::spawn(async move {
-                c.get(url)
-                    .header("host", HOST)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
+            tokio::spawn(async move { send(c.get(url)).await.status() })
         })
         .collect();
     let labels = "{service=\"redwine-week4\",namespace=\"kserve-inference\"}";
@@ -163,11 +151,7 @@ async fn metrics_pass_promtool_check_metrics() {
     let gw = TestGateway::start(&one_service(&[&pod], "")).await;
     let c = client();
     // Make every family have samples: a 200, a 404, a proxy error.
-    c.get(gw.url("/"))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap();
+    send(c.get(gw.url("/"))).await;
     c.get(gw.url("/"))
         .header("host", "nowhere.example.net")
         .send()
@@ -226,24 +210,12 @@ async fn a_changed_file_is_reloaded_and_remaining_pods_keep_their_counts() {
     let c = client();
     let service = gw.gateway.shared().routes.load().services()[0].clone();
     // A long request in flight at pod a, across the reload.
-    let mut long = c
-        .get(gw.url("/download?bytes=1073741824"))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap();
+    let mut long = send(c.get(gw.url("/download?bytes=1073741824"))).await;
     long.chunk().await.unwrap();
     let pod_a = service.dispatcher().pods()[0].clone();
     assert_eq!(pod_a.in_flight(), 1);
     // A short request leaves a second, idle connection to pod a in the pool.
-    c.get(gw.url("/"))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    send(c.get(gw.url("/"))).await.text().await.unwrap();
     let connections_to_a = a.seen.connections.load(Ordering::SeqCst);
     assert_eq!(connections_to_a, 2);
 
@@ -292,12 +264,7 @@ async fn a_broken_file_is_rejected_and_the_old_config_keeps_serving() {
     assert!(err.contains("services[0].maxReplicas"), "{err}");
     std::fs::write(&gw.config_path, "services: [ {name: ").unwrap();
     assert!(gw.gateway.reload().is_err());
-    let r = c
-        .get(gw.url("/"))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap();
+    let r = send(c.get(gw.url("/"))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), pod.addr.to_string());
     let text = c

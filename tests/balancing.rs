@@ -11,12 +11,7 @@ async fn three_pods_share_sequential_requests_evenly() {
     let gw = TestGateway::start(&one_service(&[&pods[0], &pods[1], &pods[2]], "")).await;
     let c = client();
     for _ in 0..300 {
-        let r = c
-            .get(gw.url("/"))
-            .header("host", HOST)
-            .send()
-            .await
-            .unwrap();
+        let r = send(c.get(gw.url("/"))).await;
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
     }
@@ -43,7 +38,7 @@ async fn container_concurrency_1_never_puts_two_at_a_pod_and_all_succeed() {
         let c = c.clone();
         let url = gw.url("/slow?ms=100");
         tokio::spawn(async move {
-            let r = c.get(url).header("host", HOST).send().await.unwrap();
+            let r = send(c.get(url)).await;
             (r.status(), r.text().await.unwrap())
         })
     });
@@ -71,12 +66,7 @@ async fn in_flight_counts_last_until_the_response_body_ends() {
     let service = shared.routes.load().services()[0].clone();
     // A 1 GiB download that the client reads slowly: the headers are long
     // since received, but the request is still in flight.
-    let mut r = client()
-        .get(gw.url("/download?bytes=1073741824"))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap();
+    let mut r = send(client().get(gw.url("/download?bytes=1073741824"))).await;
     assert_eq!(r.status(), 200);
     r.chunk().await.unwrap();
     assert_eq!(service.dispatcher().in_flight(), 1);
@@ -98,14 +88,7 @@ async fn the_excess_waits_then_503s_on_timeout_and_at_once_when_the_queue_is_ful
     let service = gw.gateway.shared().routes.load().services()[0].clone();
     let slow = tokio::spawn({
         let (c, url) = (c.clone(), gw.url("/slow?ms=2000"));
-        async move {
-            c.get(url)
-                .header("host", HOST)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        async move { send(c.get(url)).await.status() }
     });
     eventually(
         Duration::from_secs(5),
@@ -116,7 +99,7 @@ async fn the_excess_waits_then_503s_on_timeout_and_at_once_when_the_queue_is_ful
     let waiting = tokio::spawn({
         let (c, url) = (c.clone(), gw.url("/"));
         async move {
-            let r = c.get(url).header("host", HOST).send().await.unwrap();
+            let r = send(c.get(url)).await;
             (r.status(), r.headers().clone())
         }
     });
@@ -125,12 +108,7 @@ async fn the_excess_waits_then_503s_on_timeout_and_at_once_when_the_queue_is_ful
     })
     .await;
     // The queue (depth 1) is full: refused at once.
-    let r = c
-        .get(gw.url("/"))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap();
+    let r = send(c.get(gw.url("/"))).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["sluice-error"], "queue-full");
     assert!(r.headers().contains_key("retry-after"));

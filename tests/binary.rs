@@ -58,13 +58,7 @@ async fn a_100_mib_body_streams_both_ways_with_flat_memory() {
     let gw = GatewayProcess::start(&one_service(&[&pod], ""));
     let c = client();
     // Warm up: connections, pools and buffers exist before the baseline.
-    let r = c
-        .post(gw.url("/sink"))
-        .header("host", HOST)
-        .body(vec![0u8; 1 << 20])
-        .send()
-        .await
-        .unwrap();
+    let r = send(c.post(gw.url("/sink")).body(vec![0u8; 1 << 20])).await;
     assert_eq!(r.text().await.unwrap(), (1 << 20).to_string());
     let (baseline, _) = gw.rss_kib();
 
@@ -72,23 +66,16 @@ async fn a_100_mib_body_streams_both_ways_with_flat_memory() {
     let chunk = Bytes::from(vec![5u8; 64 << 10]);
     let chunks =
         futures::stream::iter((0..1600).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let r = c
-        .post(gw.url("/sink"))
-        .header("host", HOST)
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        c.post(gw.url("/sink"))
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), (100 * MIB).to_string());
 
     // Download 100 MiB.
-    let mut r = c
-        .get(gw.url(&format!("/download?bytes={}", 100 * MIB)))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap();
+    let mut r = send(c.get(gw.url(&format!("/download?bytes={}", 100 * MIB)))).await;
     let mut received = 0u64;
     while let Some(chunk) = r.chunk().await.unwrap() {
         received += chunk.len() as u64;
@@ -114,17 +101,7 @@ async fn sighup_reloads_the_file() {
     eventually(
         Duration::from_secs(10),
         "requests go to the new pod",
-        || async {
-            c.get(gw.url("/"))
-                .header("host", HOST)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-                == b.addr.to_string()
-        },
+        || async { send(c.get(gw.url("/"))).await.text().await.unwrap() == b.addr.to_string() },
     )
     .await;
     assert!(
@@ -142,7 +119,7 @@ async fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
     let slow = tokio::spawn({
         let (c, url) = (c.clone(), gw.url("/slow?ms=1500"));
         async move {
-            let r = c.get(url).header("host", HOST).send().await.unwrap();
+            let r = send(c.get(url)).await;
             (r.status(), r.text().await.unwrap())
         }
     });

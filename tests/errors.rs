@@ -31,13 +31,7 @@ async fn a_refused_connection_is_retried_once_on_another_pod() {
     let gw = TestGateway::start(&yaml).await;
     let c = client();
     for _ in 0..20 {
-        let r = c
-            .post(gw.url("/echo"))
-            .header("host", HOST)
-            .body("keep me")
-            .send()
-            .await
-            .unwrap();
+        let r = send(c.post(gw.url("/echo")).body("keep me")).await;
         assert_eq!(r.status(), 200);
         assert_eq!(
             r.text().await.unwrap(),
@@ -69,12 +63,7 @@ async fn a_refused_connection_is_retried_once_on_another_pod() {
 async fn no_pod_answering_is_502_from_sluice() {
     let yaml = config_with(&[dead_addr().await.to_string()], "", "  connectTimeout: 1s");
     let gw = TestGateway::start(&yaml).await;
-    let r = client()
-        .get(gw.url("/"))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(gw.url("/"))).await;
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()["sluice-error"], "upstream-connect");
     let body: serde_json::Value = r.json().await.unwrap();
@@ -89,12 +78,7 @@ async fn no_pod_answering_is_502_from_sluice() {
 async fn a_slow_pod_is_504_after_the_request_timeout() {
     let pod = upstream().await;
     let gw = TestGateway::start(&one_service(&[&pod], "    requestTimeout: 200ms\n")).await;
-    let r = client()
-        .get(gw.url("/slow?ms=3000"))
-        .header("host", HOST)
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(gw.url("/slow?ms=3000"))).await;
     assert_eq!(r.status(), 504);
     assert_eq!(r.headers()["sluice-error"], "upstream-timeout");
     // The slot was given back.
@@ -109,35 +93,21 @@ async fn bodies_over_the_limit_are_413_declared_or_streamed() {
     let gw = TestGateway::start(&yaml).await;
     let c = client();
     // Declared by Content-Length: refused before any pod is involved.
-    let r = c
-        .post(gw.url("/sink"))
-        .header("host", HOST)
-        .body(vec![1u8; 2048])
-        .send()
-        .await
-        .unwrap();
+    let r = send(c.post(gw.url("/sink")).body(vec![1u8; 2048])).await;
     assert_eq!(r.status(), 413);
     assert_eq!(r.headers()["sluice-error"], "body-too-large");
     assert_eq!(pod.hits(), 0);
     // Chunked, no length: cut off when it passes the limit.
     let chunks =
         futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![2u8; 512]))));
-    let r = c
-        .post(gw.url("/sink"))
-        .header("host", HOST)
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        c.post(gw.url("/sink"))
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
     assert_eq!(r.status(), 413);
     // Under the limit passes.
-    let r = c
-        .post(gw.url("/sink"))
-        .header("host", HOST)
-        .body(vec![1u8; 1000])
-        .send()
-        .await
-        .unwrap();
+    let r = send(c.post(gw.url("/sink")).body(vec![1u8; 1000])).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "1000");
 }

@@ -94,3 +94,8 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// Sends a request to the tutorial's service (its Host header).
+pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.header("host", HOST).send().await.unwrap()
+}
