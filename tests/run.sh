@@ -36,4 +36,14 @@ need promtool prometheus
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+
+# Every test, then one closing line with the totals over all test binaries
+# (cargo's own last line is that of its last binary only).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"
