@@ -25,6 +25,8 @@ pub enum Command {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+    /// The per-pod proxy: concurrency limit, load reports, probes, drain.
+    Sidecar(SidecarArgs),
     /// A stand-in model server (KServe v1 and v2) for demos and tests.
     Predictor(PredictorArgs),
     /// Show the services (like `kubectl get isvc`) or their replicas (`--pods`).
@@ -64,4 +66,38 @@ pub struct PredictorArgs {
     /// Time before the model reports ready, to mimic a slow-loading model.
     #[arg(long, env = "SLUICE_STARTUP_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub startup_delay: std::time::Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SidecarArgs {
+    /// Where traffic for the pod arrives.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "0.0.0.0:8012")]
+    pub listen: std::net::SocketAddr,
+    /// The model container.
+    #[arg(long, env = "SLUICE_UPSTREAM", default_value = "127.0.0.1:8080")]
+    pub upstream: std::net::SocketAddr,
+    /// /metrics, /healthz, /readyz, /stats.
+    #[arg(long, env = "SLUICE_ADMIN", default_value = "0.0.0.0:9091")]
+    pub admin: std::net::SocketAddr,
+    /// Most requests at the model at once; 0 = unlimited.
+    #[arg(long, env = "SLUICE_CONTAINER_CONCURRENCY", default_value_t = 0)]
+    pub container_concurrency: usize,
+    /// Requests that may wait for a slot [default: 10 x containerConcurrency, at least 10].
+    #[arg(long, env = "SLUICE_QUEUE_DEPTH")]
+    pub queue_depth: Option<usize>,
+    /// Longest wait for a slot; past it, 503.
+    #[arg(long, env = "SLUICE_QUEUE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub queue_timeout: std::time::Duration,
+    /// Longest wait for the model's response headers; past it, 504.
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// The model's readiness check (GET; 200 means ready).
+    #[arg(long, env = "SLUICE_READINESS_PATH", default_value = "/")]
+    pub readiness_path: String,
+    /// On SIGTERM: exit once no request arrived for this long and none is in flight.
+    #[arg(long, env = "SLUICE_DRAIN_PERIOD", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_period: std::time::Duration,
+    /// On SIGTERM: exit after this long, whatever is in flight.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
 }

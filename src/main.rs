@@ -41,6 +41,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Sidecar(args) => {
+            let options = sluice::sidecar::SidecarOptions {
+                listen: args.listen,
+                upstream: args.upstream,
+                admin: args.admin,
+                container_concurrency: args.container_concurrency,
+                queue_depth: args.queue_depth,
+                queue_timeout: args.queue_timeout,
+                request_timeout: args.request_timeout,
+                readiness_path: args.readiness_path,
+                drain_period: args.drain_period,
+                drain_timeout: args.drain_timeout,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            match runtime.block_on(sluice::sidecar::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sidecar: {e}");
+                    ExitCode::from(EXIT_INVALID_CONFIG)
+                }
+            }
+        }
         Command::Predictor(args) => {
             let options = sluice::predictor::PredictorOptions {
                 listen: (args.bind, args.port).into(),

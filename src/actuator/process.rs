@@ -9,8 +9,6 @@ use super::replica::{Launch, ProbeClient, Replica};
 use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
 use crate::config::ProcessBackend;
 use crate::pods::Dispatcher;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -64,7 +62,7 @@ impl ProcessActuator {
             launch: Arc::new(launch),
             dispatcher,
             counts: Arc::default(),
-            probe: Client::builder(TokioExecutor::new()).build_http(),
+            probe: crate::probe::client(),
             next_id: AtomicU64::new(1),
             replicas: Mutex::new(Vec::new()),
             shut_down: AtomicBool::new(false),

@@ -3,9 +3,6 @@
 
 use super::{Phase, ReplicaCounts, ReplicaStatus};
 use crate::pods::{Dispatcher, Pod};
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::process::{ExitStatus, Stdio};
@@ -16,7 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+pub use crate::probe::ProbeClient;
 
 /// What every replica of a service is started from.
 #[derive(Debug)]
@@ -53,8 +50,6 @@ struct State {
 /// stayed up for 10 s.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Readiness is probed this often until the first success.
-const PROBE_EVERY: Duration = Duration::from_millis(50);
 
 // === impl Replica ===
 
@@ -262,23 +257,12 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Polls the readiness path until it answers 200, or `timeout` passes.
+/// Probes the replica's readiness path until it answers 200 or `timeout` passes.
 async fn wait_ready(probe: &ProbeClient, port: u16, path: &str, timeout: Duration) -> bool {
-    let uri: http::Uri = match format!("http://127.0.0.1:{port}{path}").parse() {
-        Ok(uri) => uri,
-        Err(_) => return false,
-    };
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let attempt = tokio::time::timeout(Duration::from_secs(1), probe.get(uri.clone()));
-        if let Ok(Ok(response)) = attempt.await {
-            if response.status() == http::StatusCode::OK {
-                return true;
-            }
-        }
-        tokio::time::sleep(PROBE_EVERY).await;
+    match format!("http://127.0.0.1:{port}{path}").parse() {
+        Ok(uri) => crate::probe::wait_ready(probe, &uri, timeout).await,
+        Err(_) => false,
     }
-    false
 }
 
 /// Waits for the pod's requests in flight to finish, at most `timeout`.

@@ -61,8 +61,20 @@ pub async fn proxy(
             }
         }
     };
+    proxy_to(&shared, service, client_ip, host, req, started).await
+}
+
+/// Serves one request for a known service (the sidecar has exactly one).
+pub async fn proxy_to(
+    shared: &Shared,
+    service: Arc<Service>,
+    client_ip: IpAddr,
+    host: Option<HeaderValue>,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Response<ResponseBody> {
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let result = forward(&shared, &service, client_ip, host, req).await;
+    let result = forward(shared, &service, client_ip, host, req).await;
     match result {
         Ok(forwarded) => {
             debug!(
@@ -225,7 +237,7 @@ fn respond(
 }
 
 /// The Host header, or an HTTP/2 request's `:authority`.
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+pub fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     match req.headers().get(HOST) {
         Some(host) => Some(host.clone()),
         None => req

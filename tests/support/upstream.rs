@@ -2,7 +2,8 @@
 //!
 //! Paths: `/slow?ms=N` waits N ms; `/echo` streams the request body back
 //! (and its trailers as response trailers); `/sink` reads the body and
-//! answers its length; `/download?bytes=N` streams N bytes; anything else
+//! answers its length; `/download?bytes=N` streams N bytes; `/ready` is a
+//! readiness probe, not counted; anything else
 //! answers the upstream's own address.
 
 use bytes::Bytes;
@@ -94,6 +95,10 @@ impl Drop for Upstream {
 }
 
 async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/ready" {
+        // A readiness probe: answered, not counted as traffic.
+        return text("ready".into());
+    }
     seen.hits.fetch_add(1, Ordering::SeqCst);
     let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     seen.peak.fetch_max(now, Ordering::SeqCst);

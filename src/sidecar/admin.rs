@@ -1,0 +1,86 @@
+//! The sidecar's admin port: `/readyz` follows the model and the drain,
+//! `/stats` is the pod's load; `/metrics`, `/healthz` and `/status` are the
+//! gateway's.
+
+use super::Stats;
+use crate::gateway::Shared;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::info;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub stats: Arc<Stats>,
+    pub draining: Arc<AtomicBool>,
+    pub model_ready: Arc<AtomicBool>,
+}
+
+/// After the first success the model is checked this often.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn handle<B>(
+    state: AdminState,
+    req: Request<B>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    match req.uri().path() {
+        "/readyz" => {
+            let (status, body) = if state.draining.load(Ordering::Relaxed) {
+                (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !state.model_ready.load(Ordering::Relaxed) {
+                (StatusCode::SERVICE_UNAVAILABLE, "model not ready\n")
+            } else {
+                (StatusCode::OK, "ready\n")
+            };
+            Ok(text(status, "text/plain", body.to_string()))
+        }
+        "/stats" => {
+            let service = state.shared.routes.load().services()[0].clone();
+            let report = state.stats.report(&service);
+            let body = serde_json::to_string(&report).expect("a report serializes");
+            Ok(text(StatusCode::OK, "application/json", body))
+        }
+        _ => crate::admin::handle(state.shared, req).await,
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Checks the model's readiness: quickly until it first answers, then every
+/// second, so that readiness follows the model both ways.
+pub async fn probe_model(
+    uri: http::Uri,
+    ready: Arc<AtomicBool>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let client = crate::probe::client();
+    loop {
+        let ok = crate::probe::check(&client, &uri).await;
+        if ok != ready.swap(ok, Ordering::Relaxed) {
+            info!(ready = ok, "model readiness changed");
+        }
+        let wait = if ok {
+            CHECK_EVERY
+        } else {
+            crate::probe::STARTUP_EVERY
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = crate::server::stopped(&mut stopped) => return,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `sluice sidecar`: the per-pod proxy (Knative's queue-proxy role).
+//!
+//! It runs next to the model container and forwards to it on localhost,
+//! enforcing `containerConcurrency` in the pod (the excess waits in a bounded
+//! queue), measuring the pod's load for the autoscaler, answering readiness
+//! for the model, and draining on SIGTERM. It is the gateway's own request
+//! path with one service and one pod: the same header hygiene, streaming
+//! bodies, pooled connections, errors and metrics.
+
+mod admin;
+mod stats;
+
+pub use self::stats::{LoadReport, Stats};
+
+use crate::config::Config;
+use crate::gateway::Shared;
+use crate::service::Service;
+use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::info;
+
+#[derive(Debug, Clone)]
+pub struct SidecarOptions {
+    pub listen: SocketAddr,
+    pub upstream: SocketAddr,
+    pub admin: SocketAddr,
+    /// 0 = unlimited.
+    pub container_concurrency: usize,
+    /// Requests that may wait for a slot; unset: 10 × containerConcurrency (at least 10).
+    pub queue_depth: Option<usize>,
+    pub queue_timeout: Duration,
+    pub request_timeout: Duration,
+    /// The model's readiness check (GET, 200 = ready).
+    pub readiness_path: String,
+    /// After SIGTERM: exit once no request arrived for this long and none is in flight.
+    pub drain_period: Duration,
+    /// After SIGTERM: exit after this long whatever is still in flight.
+    pub drain_timeout: Duration,
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    service: Arc<Service>,
+    stats: Arc<Stats>,
+    draining: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    drain_period: Duration,
+}
+
+impl Sidecar {
+    pub async fn start(options: SidecarOptions) -> Result<Sidecar, String> {
+        let config = options.config()?;
+        let data = TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+        let admin = TcpListener::bind(options.admin)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", options.admin))?;
+        let (data_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
+        let max_header_size = config.gateway.max_header_size.0;
+        let shared = Shared::new(config);
+        let service = shared.routes.load().services()[0].clone();
+        let stats = Arc::new(Stats::default());
+        let draining = Arc::new(AtomicBool::new(false));
+        let model_ready = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = watch::channel(false);
+
+        let data_task = {
+            let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
+            tokio::spawn(crate::server::serve(
+                data,
+                crate::server::builder(max_header_size),
+                move |peer: SocketAddr| {
+                    let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
+                    let handler = ServiceBuilder::new()
+                        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                        .layer(PropagateRequestIdLayer::x_request_id())
+                        .service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                            let (shared, service) = (shared.clone(), service.clone());
+                            stats.arrived();
+                            async move {
+                                let host = crate::proxy::request_host(&req);
+                                let started = std::time::Instant::now();
+                                let response = crate::proxy::proxy_to(
+                                    &shared,
+                                    service,
+                                    peer.ip(),
+                                    host,
+                                    req,
+                                    started,
+                                )
+                                .await;
+                                Ok::<_, Infallible>(response)
+                            }
+                        });
+                    TowerToHyperService::new(handler)
+                },
+                stopped.clone(),
+            ))
+        };
+        let admin_task = tokio::spawn(crate::server::serve(
+            admin,
+            crate::server::builder(max_header_size),
+            {
+                let state = admin::AdminState {
+                    shared: shared.clone(),
+                    stats: stats.clone(),
+                    draining: draining.clone(),
+                    model_ready: model_ready.clone(),
+                };
+                move |_peer| {
+                    let state = state.clone();
+                    hyper::service::service_fn(move |req| admin::handle(state.clone(), req))
+                }
+            },
+            stopped.clone(),
+        ));
+        let stats_task = tokio::spawn(stats::measure(
+            service.clone(),
+            stats.clone(),
+            stopped.clone(),
+        ));
+        let readiness_uri: http::Uri =
+            format!("http://{}{}", options.upstream, options.readiness_path)
+                .parse()
+                .map_err(|e| format!("bad readiness path {:?}: {e}", options.readiness_path))?;
+        let probe_task = tokio::spawn(admin::probe_model(readiness_uri, model_ready, stopped));
+        info!(listen = %data_addr, admin = %admin_addr, upstream = %options.upstream,
+              container_concurrency = options.container_concurrency, "sluice sidecar started");
+        Ok(Sidecar {
+            data_addr,
+            admin_addr,
+            service,
+            stats,
+            draining,
+            stop,
+            tasks: vec![data_task, admin_task, stats_task, probe_task],
+            drain_period: options.drain_period,
+        })
+    }
+
+    /// The pod's load as the autoscaler reads it.
+    pub fn report(&self) -> LoadReport {
+        self.stats.report(&self.service)
+    }
+
+    /// Drains: readiness turns 503 at once, requests keep being served until
+    /// none arrived for the drain period and none is in flight (at most
+    /// `timeout`), then the listeners close.
+    pub async fn drain(self, timeout: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        info!(period = ?self.drain_period, "draining: readiness is now 503");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let quiet = self.stats.since_last_arrival() >= self.drain_period;
+            let idle = self.service.dispatcher().load() == 0;
+            if (quiet && idle) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        info!("drained; stopped");
+    }
+}
+
+impl SidecarOptions {
+    /// The sidecar as a one-service gateway configuration, validated as any.
+    fn config(&self) -> Result<Config, String> {
+        let cc = self.container_concurrency;
+        let depth = self.queue_depth.unwrap_or((10 * cc).max(10));
+        let yaml = format!(
+            "listen: \"{listen}\"\nadmin: \"{admin}\"\ndomain: pod.local\n\
+             gateway:\n  queueDepth: {depth}\n  queueTimeout: {qt}ms\n  requestTimeout: {rt}ms\n\
+             services:\n  - name: model\n    namespace: pod\n    containerConcurrency: {cc}\n\
+             \x20   backend: {{ static: [\"{upstream}\"] }}\n",
+            listen = self.listen,
+            admin = self.admin,
+            qt = self.queue_timeout.as_millis(),
+            rt = self.request_timeout.as_millis(),
+            upstream = self.upstream,
+        );
+        Config::parse(&yaml).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs a sidecar until SIGTERM (then drains) or SIGINT.
+pub async fn run(options: SidecarOptions) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let drain_timeout = options.drain_timeout;
+    let sidecar = Sidecar::start(options).await?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    sidecar.drain(drain_timeout).await;
+    Ok(())
+}

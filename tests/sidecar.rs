@@ -1,0 +1,279 @@
+//! The sidecar with real slow upstreams: concurrency limit, queue overflow,
+//! load reports, readiness and drain.
+
+mod support;
+
+use futures::future::join_all;
+use sluice::predictor::{Predictor, PredictorOptions};
+use sluice::sidecar::{Sidecar, SidecarOptions};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn options(upstream: std::net::SocketAddr, container_concurrency: usize) -> SidecarOptions {
+    SidecarOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream,
+        admin: "127.0.0.1:0".parse().unwrap(),
+        container_concurrency,
+        queue_depth: None,
+        queue_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(30),
+        readiness_path: "/ready".into(),
+        drain_period: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(10),
+    }
+}
+
+fn url(sidecar: &Sidecar, path: &str) -> String {
+    format!("http://{}{}", sidecar.data_addr, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_concurrency_2_never_lets_more_than_2_reach_the_model() {
+    let model = upstream().await;
+    let sidecar = Sidecar::start(options(model.addr, 2)).await.unwrap();
+    let c = client();
+    let requests = (0..8).map(|_| {
+        let (c, url) = (c.clone(), url(&sidecar, "/slow?ms=150"));
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    });
+    let codes = join_all(requests).await;
+    assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
+    assert_eq!(model.hits(), 8);
+    assert_eq!(
+        model.peak(),
+        2,
+        "the model saw more than containerConcurrency at once"
+    );
+    sidecar.drain(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_overflows_with_503_and_the_accepted_all_succeed() {
+    let model = upstream().await;
+    let sidecar = Sidecar::start(SidecarOptions {
+        queue_depth: Some(2),
+        ..options(model.addr, 1)
+    })
+    .await
+    .unwrap();
+    let c = client();
+    let requests = (0..6).map(|_| {
+        let (c, url) = (c.clone(), url(&sidecar, "/slow?ms=400"));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let error = r
+                .headers()
+                .get("sluice-error")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), error)
+        }
+    });
+    let results = join_all(requests).await;
+    let ok = results.iter().filter(|(c, _)| *c == 200).count();
+    let full = results
+        .iter()
+        .filter(|(c, e)| *c == 503 && e.as_deref() == Some("queue-full"))
+        .count();
+    assert_eq!(
+        (ok, full),
+        (3, 3),
+        "1 at the model + 2 queued succeed, 3 overflow: {results:?}"
+    );
+    assert_eq!(model.peak(), 1);
+    sidecar.drain(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_closed_loop_clients_are_reported_as_about_4() {
+    let model = upstream().await;
+    let sidecar = Arc::new(Sidecar::start(options(model.addr, 0)).await.unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url(&sidecar, "/slow?ms=50"));
+            tokio::spawn(async move {
+                let c = client();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = c.get(&url).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    r.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    // Two whole seconds under load, then three readings a second apart.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut readings = Vec::new();
+    for _ in 0..3 {
+        readings.push(sidecar.report());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    join_all(clients).await;
+    for r in &readings {
+        assert!(
+            (3.6..=4.4).contains(&r.concurrency),
+            "about 4 within 10%: {readings:?}"
+        );
+        // 4 clients at ~50 ms each: about 80 requests a second.
+        assert!((50.0..=90.0).contains(&r.rps), "{readings:?}");
+    }
+    // The admin port reports the same as JSON.
+    let stats: serde_json::Value = client()
+        .get(format!("http://{}/stats", sidecar.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stats["concurrency"].as_f64().is_some(), "{stats}");
+    Arc::try_unwrap(sidecar)
+        .ok()
+        .unwrap()
+        .drain(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_models() {
+    let model = Predictor::start(PredictorOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        model: "redwine-week4".into(),
+        service_time: Duration::ZERO,
+        workers: 1,
+        startup_delay: Duration::from_millis(600),
+    })
+    .await
+    .unwrap();
+    let sidecar = Sidecar::start(SidecarOptions {
+        readiness_path: "/v1/models/redwine-week4".into(),
+        ..options(model.addr, 0)
+    })
+    .await
+    .unwrap();
+    let readyz = format!("http://{}/readyz", sidecar.admin_addr);
+    let c = client();
+    let status = |c: reqwest::Client, url: String| async move {
+        c.get(url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        status(c.clone(), readyz.clone()).await,
+        503,
+        "the model is loading"
+    );
+    eventually(Duration::from_secs(5), "ready once the model is", || {
+        status(c.clone(), readyz.clone()).map(|s| s == 200)
+    })
+    .await;
+    model.stop().await;
+    eventually(
+        Duration::from_secs(5),
+        "unready once the model is gone",
+        || status(c.clone(), readyz.clone()).map(|s| s == 503),
+    )
+    .await;
+    sidecar.drain(Duration::from_secs(5)).await;
+}
+
+use futures::FutureExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_steady_load_loses_no_request_and_the_process_exits() {
+    let model = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sidecar.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "sidecar",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--drain-period",
+            "1s",
+        ])
+        .args([
+            "--upstream",
+            &model.addr.to_string(),
+            "--container-concurrency",
+            "2",
+        ])
+        .args(["--readiness-path", "/ready"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            if let Some(line) = text.lines().find(|l| l.contains("sluice sidecar started")) {
+                let start = line.find("listen=").unwrap() + "listen=".len();
+                break line[start..].split_whitespace().next().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "sidecar did not start:\n{text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), format!("http://{addr}/slow?ms=30"));
+            tokio::spawn(async move {
+                let c = client();
+                let mut codes = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = c.get(&url).send().await.unwrap();
+                    codes.push(r.status().as_u16());
+                    r.bytes().await.unwrap();
+                }
+                codes
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // The endpoint is being removed: traffic goes on for a while, and is served.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    let codes: Vec<u16> = join_all(clients)
+        .await
+        .into_iter()
+        .flat_map(|c| c.unwrap())
+        .collect();
+    assert!(codes.len() > 20, "{}", codes.len());
+    assert!(
+        codes.iter().all(|&c| c == 200),
+        "a request failed during the drain: {codes:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar did not exit after its drain period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("drained; stopped"));
+}
