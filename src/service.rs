@@ -3,7 +3,7 @@
 
 use crate::actuator::{Actuator, ProcessActuator, StaticActuator};
 use crate::autoscaler::{ScalerStatus, Spec};
-use crate::config::{Backend, Config, ServiceConfig};
+use crate::config::{Backend, Config, MetricsSource, ServiceConfig};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::pods::Dispatcher;
 use crate::routing::RouteTable;
@@ -146,10 +146,12 @@ impl Service {
         self.created.elapsed()
     }
 
-    /// The last decision; for a service that cannot scale, its pods.
+    /// The last decision; for a service that cannot scale (and is not
+    /// observed through its pods), its pods.
     pub fn scaler_status(&self) -> ScalerStatus {
         let status = *self.scaler.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.actuator().scales() {
+        let observed = self.settings().config.metrics == MetricsSource::Pods;
+        if self.actuator().scales() || observed {
             status
         } else {
             ScalerStatus {
@@ -166,7 +168,10 @@ impl Service {
     fn start_autoscaler(self: &Arc<Self>) {
         let mut task = self.autoscaler_lock();
         let running = task.as_ref().is_some_and(|t| !t.is_finished());
-        if self.actuator().scales() && !running {
+        // A static list does not scale, but with pod metrics the autoscaler
+        // still says what it would want (`desired`).
+        let observes = self.settings().config.metrics == MetricsSource::Pods;
+        if (self.actuator().scales() || observes) && !running {
             *task = Some(tokio::spawn(crate::autoscaler::run(self.clone())));
         }
     }
@@ -200,10 +205,19 @@ fn actuator_for(
             dispatcher.clone(),
             settings.request_timeout,
         )),
-        backend => Arc::new(StaticActuator::new(
-            dispatcher.clone(),
-            &static_pods(backend),
-        )),
+        backend => {
+            let actuator = StaticActuator::new(dispatcher.clone(), &static_pods(backend));
+            if sc.metrics == MetricsSource::Pods {
+                // Each static pod's sidecar reports on the same host.
+                for pod in dispatcher.pods() {
+                    let stats = format!("{}:{}", pod.authority().host(), sc.pod_metrics_port);
+                    if let Ok(addr) = stats.parse() {
+                        pod.set_stats_addr(addr);
+                    }
+                }
+            }
+            Arc::new(actuator)
+        }
     }
 }
 

@@ -277,3 +277,84 @@ async fn sigterm_under_steady_load_loses_no_request_and_the_process_exits() {
         .unwrap()
         .contains("drained; stopped"));
 }
+
+/// A sidecar on its own loopback address (a pod IP), admin on `admin_port`.
+async fn pod_sidecar(ip: &str, admin_port: u16, model: &Upstream) -> Sidecar {
+    Sidecar::start(SidecarOptions {
+        listen: format!("{ip}:0").parse().unwrap(),
+        admin: format!("{ip}:{admin_port}").parse().unwrap(),
+        ..options(model.addr, 0)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_see_all_the_load_through_the_pods_reports() {
+    let (m1, m2) = (upstream().await, upstream().await);
+    // Two "pods" with their own IPs and the same metrics port, as on a cluster.
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (s1, s2) = (
+        pod_sidecar("127.0.0.2", port, &m1).await,
+        pod_sidecar("127.0.0.3", port, &m2).await,
+    );
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+autoscaler: {{ stableWindow: 6s, panicWindowPercentage: 50, tickInterval: 1s }}
+services:
+  - name: redwine-week4
+    namespace: kserve-inference
+    minReplicas: 1
+    maxReplicas: 10
+    metrics: pods
+    podMetricsPort: {port}
+    backend: {{ static: ["{}", "{}"] }}
+"#,
+        s1.data_addr, s2.data_addr
+    );
+    let (a, b) = (
+        TestGateway::start(&yaml).await,
+        TestGateway::start(&yaml).await,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // Three clients through each gateway: each gateway alone sees 3.
+    let clients: Vec<_> = [&a, &b]
+        .iter()
+        .flat_map(|gw| (0..3).map(|_| gw.url("/slow?ms=200")).collect::<Vec<_>>())
+        .map(|url| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let c = client();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = send(c.get(&url)).await;
+                    assert_eq!(r.status(), 200);
+                    r.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let desired = |gw: &TestGateway| {
+        gw.gateway.shared().routes.load().services()[0]
+            .scaler_status()
+            .desired
+    };
+    eventually(
+        Duration::from_secs(20),
+        "both gateways want 6 pods for 6 clients",
+        || async { desired(&a) == 6 && desired(&b) == 6 },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    join_all(clients).await;
+    a.gateway.shutdown(Duration::from_secs(5)).await;
+    b.gateway.shutdown(Duration::from_secs(5)).await;
+    s1.drain(Duration::from_secs(5)).await;
+    s2.drain(Duration::from_secs(5)).await;
+}

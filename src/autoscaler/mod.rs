@@ -3,8 +3,10 @@
 
 mod decide;
 mod runner;
+mod scrape;
 mod window;
 
 pub use self::decide::{decide, Decision, Panic, Spec};
 pub use self::runner::{run, ScalerStatus};
+pub use self::scrape::{estimate, sample_size, scrape, PodsLoad};
 pub use self::window::{History, Sample};

@@ -2,12 +2,13 @@
 //! decides every tick, and tells the actuator. A request held at zero
 //! replicas scales the service up at once, without waiting for the tick.
 
-use super::{decide, History, Panic, Sample};
+use super::{decide, scrape, History, Panic, Sample};
+use crate::config::MetricsSource;
 use crate::service::Service;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::info;
+use tracing::{info, warn};
 
 /// What the autoscaler last decided, for status and metrics.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,6 +34,8 @@ pub async fn run(service: Arc<Service>) {
     });
     info!(service = service.name(), desired, "autoscaler started");
 
+    let probe = crate::probe::client();
+    let mut rng = fastrand::Rng::new();
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.set_missed_tick_behavior(MissedTickBehavior::Delay);
     second.tick().await;
@@ -51,16 +54,38 @@ pub async fn run(service: Arc<Service>) {
                 continue;
             }
         }
-        let settings = service.settings();
+        let settings = service.settings_snapshot();
         let spec = &settings.spec;
         let now = start.elapsed();
-        let load = service.dispatcher().read_load();
+        let own = service.dispatcher().read_load();
+        let sample = match settings.config.metrics {
+            MetricsSource::Gateway => Sample {
+                at: now,
+                concurrency: own.concurrency,
+                rps: own.rps,
+            },
+            MetricsSource::Pods => {
+                let pods = service.dispatcher().pods();
+                match scrape(&pods, &probe, &mut rng, spec.metric, spec.target).await {
+                    // What the pods report, plus what waits here and has
+                    // not reached a pod yet.
+                    Some(load) => Sample {
+                        at: now,
+                        concurrency: load.concurrency + service.dispatcher().queued() as f64,
+                        rps: load.rps,
+                    },
+                    None => {
+                        warn!(
+                            service = service.name(),
+                            "no pod could report its load this second"
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
         history.set_keep(spec.stable_window);
-        history.record(Sample {
-            at: now,
-            concurrency: load.concurrency,
-            rps: load.rps,
-        });
+        history.record(sample);
         samples_since_decision += 1;
         let tick_samples = settings.tick_interval.as_secs().max(1) as u32;
         if samples_since_decision < tick_samples {

@@ -89,6 +89,13 @@ pub struct ServiceConfig {
     /// 0 = unlimited; else the hard per-pod limit of requests in flight.
     #[serde(default)]
     pub container_concurrency: usize,
+    /// Where the autoscaler reads the load: this gateway's own counts, or
+    /// the pods' sidecars (which see the traffic of every gateway).
+    #[serde(default)]
+    pub metrics: MetricsSource,
+    /// With `metrics: pods` and a static backend: the sidecars' admin port.
+    #[serde(default = "defaults::pod_metrics_port")]
+    pub pod_metrics_port: u16,
     pub backend: Backend,
 
     // Per-service overrides of the gateway settings.
@@ -116,6 +123,14 @@ pub struct ServiceConfig {
     pub max_scale_up_rate: Option<f64>,
     #[serde(default)]
     pub max_scale_down_rate: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsSource {
+    #[default]
+    Gateway,
+    Pods,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -238,6 +253,9 @@ mod defaults {
     }
     pub fn scale_target() -> f64 {
         1.0
+    }
+    pub fn pod_metrics_port() -> u16 {
+        9091
     }
     pub fn readiness_path() -> String {
         "/".into()

@@ -3,6 +3,7 @@
 use crate::upstream::Connections;
 use http::uri::Authority;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Pod {
     pub(super) retired: AtomicBool,
     /// Idle connections to this pod, reused by the next requests.
     pub connections: Connections,
+    /// Where the pod's sidecar reports its load (`/stats`), if it has one.
+    stats: OnceLock<Authority>,
     started: Instant,
 }
 
@@ -33,6 +36,7 @@ impl Pod {
             last_pick: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             connections: Connections::default(),
+            stats: OnceLock::new(),
             started: Instant::now(),
         }
     }
@@ -56,6 +60,15 @@ impl Pod {
 
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Says where the pod's sidecar reports its load; set once.
+    pub fn set_stats_addr(&self, addr: Authority) {
+        let _ = self.stats.set(addr);
+    }
+
+    pub fn stats_addr(&self) -> Option<&Authority> {
+        self.stats.get()
     }
 
     pub fn age(&self) -> std::time::Duration {
