@@ -202,6 +202,7 @@ fn actuator_for(
             &sc.name,
             &sc.namespace,
             process,
+            sc.container_concurrency,
             dispatcher.clone(),
             settings.request_timeout,
         )),

@@ -383,3 +383,70 @@ services:
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_sidecars_scale_from_the_pods_reports() {
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+autoscaler: {{ stableWindow: 6s, panicWindowPercentage: 50, tickInterval: 1s }}
+services:
+  - name: redwine-week4
+    namespace: kserve-inference
+    minReplicas: 1
+    maxReplicas: 4
+    containerConcurrency: 1
+    metrics: pods
+    backend:
+      process:
+        command: ["{bin}", "predictor", "--port", "{{port}}", "--log", "warn", "--service-time", "100ms"]
+        readinessPath: /v1/models/redwine-week4
+        stopGracePeriod: 2s
+        sidecar: {{ executable: "{bin}" }}
+"#,
+        bin = env!("CARGO_BIN_EXE_sluice"),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let s = service(&gw);
+    eventually(Duration::from_secs(20), "1 replica ready", || async {
+        ready(&s) == 1
+    })
+    .await;
+    let pod = s.dispatcher().pods()[0].clone();
+    assert!(
+        pod.stats_addr().is_some(),
+        "the sidecar reports the replica's load"
+    );
+    let model_pid = s.actuator().replicas()[0].pid.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(&gw, 3, stop.clone());
+    eventually(
+        Duration::from_secs(20),
+        "3 replicas for 3 clients",
+        || async { s.scaler_status().desired == 3 && ready(&s) == 3 },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let codes = traffic.await.unwrap();
+    assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
+    let sidecar_pids: Vec<u32> = {
+        let shell = std::process::Command::new("pgrep")
+            .args(["-f", "sluice sidecar"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&shell.stdout)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+    let gone = |pid: u32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    eventually(
+        Duration::from_secs(10),
+        "model and sidecar processes are gone",
+        || async { gone(model_pid) && sidecar_pids.iter().all(|&p| gone(p)) },
+    )
+    .await;
+}

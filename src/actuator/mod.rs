@@ -3,6 +3,7 @@
 //! its ready pods into the service's dispatcher itself.
 
 mod process;
+mod processes;
 mod replica;
 mod static_pods;
 

@@ -5,6 +5,7 @@
 //! to lose (not yet ready first, then the least loaded), each one drained
 //! before SIGTERM. A replica that dies is restarted with backoff.
 
+use super::processes::SidecarLaunch;
 use super::replica::{Launch, ProbeClient, Replica};
 use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
 use crate::config::ProcessBackend;
@@ -32,6 +33,7 @@ impl ProcessActuator {
         name: &str,
         namespace: &str,
         backend: &ProcessBackend,
+        container_concurrency: usize,
         dispatcher: Arc<Dispatcher>,
         drain_timeout: Duration,
     ) -> Self {
@@ -57,6 +59,10 @@ impl ProcessActuator {
             startup_timeout: backend.startup_timeout.0,
             stop_grace: backend.stop_grace_period.0,
             drain_timeout,
+            sidecar: backend.sidecar.as_ref().map(|sidecar| SidecarLaunch {
+                executable: sidecar.executable.clone().unwrap_or_else(|| sluice.clone()),
+                container_concurrency,
+            }),
         };
         ProcessActuator {
             launch: Arc::new(launch),

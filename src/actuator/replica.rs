@@ -1,14 +1,12 @@
 //! One local replica's life: start the process, wait until it is ready, put
 //! it in the balancer, restart it if it dies, and on stop drain it first.
 
+use super::processes::{self, Running, SidecarLaunch};
 use super::{Phase, ReplicaCounts, ReplicaStatus};
 use crate::pods::{Dispatcher, Pod};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -27,6 +25,8 @@ pub struct Launch {
     pub stop_grace: Duration,
     /// Longest a stopping replica waits for its requests in flight.
     pub drain_timeout: Duration,
+    /// A sidecar in front of each replica, if configured.
+    pub sidecar: Option<SidecarLaunch>,
 }
 
 #[derive(Debug)]
@@ -121,7 +121,7 @@ impl Replica {
             if *stop.borrow() {
                 return;
             }
-            let (mut child, port) = match spawn(&launch) {
+            let mut running = match processes::start(&launch) {
                 Ok(started) => started,
                 Err(error) => {
                     warn!(replica = %self.name, %error, "cannot start replica");
@@ -139,24 +139,25 @@ impl Replica {
             {
                 let mut state = self.state();
                 state.phase = Phase::Starting;
-                state.port = port;
-                state.pid = child.id();
+                state.port = running.traffic_port;
+                state.pid = running.pid();
                 state.started = Instant::now();
             }
             let started = Instant::now();
+            let readiness = running.readiness.clone();
             let exited = tokio::select! {
-                ready = wait_ready(&probe, port, &launch.readiness_path, launch.startup_timeout) => {
+                ready = wait_ready(&probe, &readiness, launch.startup_timeout) => {
                     if !ready {
                         warn!(replica = %self.name, timeout = ?launch.startup_timeout, "replica not ready in time; restarting");
-                        terminate(&mut child, Duration::ZERO).await;
+                        running.terminate(Duration::ZERO).await;
                         None
                     } else {
-                        Some(self.serve(&mut child, port, &launch, &dispatcher, &counts, &mut stop).await)
+                        Some(self.serve(&mut running, &launch, &dispatcher, &counts, &mut stop).await)
                     }
                 }
-                status = child.wait() => Some(Outcome::Exited(status.ok())),
+                status = running.exited() => Some(Outcome::Exited(status)),
                 _ = crate::server::stopped(&mut stop) => {
-                    terminate(&mut child, launch.stop_grace).await;
+                    running.terminate(launch.stop_grace).await;
                     counts.stops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
@@ -190,17 +191,24 @@ impl Replica {
     /// In the balancer until the process exits or the replica is stopped.
     async fn serve(
         &self,
-        child: &mut Child,
-        port: u16,
+        running: &mut Running,
         launch: &Launch,
         dispatcher: &Dispatcher,
         counts: &ReplicaCounts,
         stop: &mut watch::Receiver<bool>,
     ) -> Outcome {
+        let port = running.traffic_port;
         let authority = format!("127.0.0.1:{port}")
             .parse()
             .expect("a valid authority");
         let pod = dispatcher.add_pod(authority);
+        if let Some(stats) = running.stats_port {
+            pod.set_stats_addr(
+                format!("127.0.0.1:{stats}")
+                    .parse()
+                    .expect("a valid authority"),
+            );
+        }
         {
             let mut state = self.state();
             state.phase = Phase::Ready;
@@ -208,15 +216,15 @@ impl Replica {
         }
         info!(replica = %self.name, port, "replica ready");
         let outcome = tokio::select! {
-            status = child.wait() => {
+            status = running.exited() => {
                 dispatcher.remove_pod(&pod);
-                Outcome::Exited(status.ok())
+                Outcome::Exited(status)
             }
             _ = crate::server::stopped(stop) => {
                 self.set_phase(Phase::Draining);
                 dispatcher.remove_pod(&pod);
                 drain(&pod, launch.drain_timeout).await;
-                terminate(child, launch.stop_grace).await;
+                running.terminate(launch.stop_grace).await;
                 counts.stops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 info!(replica = %self.name, "replica drained and stopped");
                 Outcome::Stopped
@@ -232,34 +240,9 @@ enum Outcome {
     Stopped,
 }
 
-/// Starts the process on a free port.
-fn spawn(launch: &Launch) -> std::io::Result<(Child, u16)> {
-    let port = free_port()?;
-    let fill = |arg: &str| arg.replace("{port}", &port.to_string());
-    let child = Command::new(fill(&launch.program))
-        .args(launch.args.iter().map(|a| fill(a)))
-        .envs(launch.env.iter().map(|(k, v)| (k, fill(v))))
-        .env("PORT", port.to_string())
-        .stdin(Stdio::null())
-        // Its own process group, so that stopping it also stops what it
-        // started (an `sh -c` wrapper's child, a model server's workers).
-        .process_group(0)
-        // A safety net: a replica whose task is dropped is killed.
-        .kill_on_drop(true)
-        .spawn()?;
-    Ok((child, port))
-}
-
-/// A port the system says is free now (the replica binds it just after).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Probes the replica's readiness path until it answers 200 or `timeout` passes.
-async fn wait_ready(probe: &ProbeClient, port: u16, path: &str, timeout: Duration) -> bool {
-    match format!("http://127.0.0.1:{port}{path}").parse() {
+/// Probes the replica's readiness until it answers 200 or `timeout` passes.
+async fn wait_ready(probe: &ProbeClient, uri: &str, timeout: Duration) -> bool {
+    match uri.parse() {
         Ok(uri) => crate::probe::wait_ready(probe, &uri, timeout).await,
         Err(_) => false,
     }
@@ -274,20 +257,6 @@ async fn drain(pod: &Pod, timeout: Duration) {
 }
 
 /// SIGTERM, then SIGKILL if still running after `grace`.
-/// SIGTERM to the replica's process group, then SIGKILL to the group if the
-/// replica still runs after `grace`.
-async fn terminate(child: &mut Child, grace: Duration) {
-    let Some(pid) = child.id() else {
-        return; // Already reaped.
-    };
-    let group = Pid::from_raw(-(pid as i32));
-    let _ = kill(group, Signal::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = kill(group, Signal::SIGKILL);
-        let _ = child.kill().await;
-    }
-}
-
 /// Sleeps for `duration`; true if told to stop meanwhile.
 async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {

@@ -172,6 +172,19 @@ pub struct ProcessBackend {
     /// Between SIGTERM and SIGKILL when a replica stops.
     #[serde(default = "defaults::stop_grace_period")]
     pub stop_grace_period: Dur,
+    /// Starts a `sluice sidecar` in front of each replica (`sidecar: {}`).
+    #[serde(default)]
+    pub sidecar: Option<ProcessSidecar>,
+}
+
+/// A sidecar in front of each local replica: it enforces containerConcurrency
+/// in the replica and reports its load (for `metrics: pods`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProcessSidecar {
+    /// The sluice executable to run as the sidecar; unset: this one.
+    #[serde(default)]
+    pub executable: Option<String>,
 }
 
 /// A duration written as `60s`, `500ms`, `2m` or `1h 30m`.

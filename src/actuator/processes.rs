@@ -1,0 +1,128 @@
+//! The processes of one local replica: the model, and optionally a
+//! `sluice sidecar` in front of it. Each runs in its own process group, so
+//! that stopping it also stops what it started.
+
+use super::replica::Launch;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// How to start the sidecar of each replica.
+#[derive(Debug, Clone)]
+pub struct SidecarLaunch {
+    pub executable: String,
+    pub container_concurrency: usize,
+}
+
+pub struct Running {
+    model: Child,
+    sidecar: Option<Child>,
+    /// Where requests for this replica go (the sidecar's, if any).
+    pub traffic_port: u16,
+    /// Where the sidecar reports the replica's load.
+    pub stats_port: Option<u16>,
+    /// What answers 200 when the replica is ready.
+    pub readiness: String,
+}
+
+/// Starts the model on a free port, and its sidecar if configured.
+pub fn start(launch: &Launch) -> std::io::Result<Running> {
+    let model_port = free_port()?;
+    let fill = |arg: &str| arg.replace("{port}", &model_port.to_string());
+    let mut model = group(Command::new(fill(&launch.program)))
+        .args(launch.args.iter().map(|a| fill(a)))
+        .envs(launch.env.iter().map(|(k, v)| (k, fill(v))))
+        .env("PORT", model_port.to_string())
+        .spawn()?;
+    let Some(sidecar) = &launch.sidecar else {
+        return Ok(Running {
+            model,
+            sidecar: None,
+            traffic_port: model_port,
+            stats_port: None,
+            readiness: format!("http://127.0.0.1:{model_port}{}", launch.readiness_path),
+        });
+    };
+    let (traffic, admin) = (free_port()?, free_port()?);
+    let started = group(Command::new(&sidecar.executable))
+        .args(["sidecar", "--log", "warn", "--drain-period", "0s"])
+        .args(["--listen", &format!("127.0.0.1:{traffic}")])
+        .args(["--upstream", &format!("127.0.0.1:{model_port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args([
+            "--container-concurrency",
+            &sidecar.container_concurrency.to_string(),
+        ])
+        .args(["--readiness-path", &launch.readiness_path])
+        .spawn();
+    match started {
+        Ok(child) => Ok(Running {
+            model,
+            sidecar: Some(child),
+            traffic_port: traffic,
+            stats_port: Some(admin),
+            readiness: format!("http://127.0.0.1:{admin}/readyz"),
+        }),
+        Err(e) => {
+            let _ = model.start_kill();
+            Err(e)
+        }
+    }
+}
+
+impl Running {
+    /// The model's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.model.id()
+    }
+
+    /// Resolves when the model or its sidecar exits.
+    pub async fn exited(&mut self) -> Option<ExitStatus> {
+        match &mut self.sidecar {
+            Some(sidecar) => tokio::select! {
+                status = self.model.wait() => status.ok(),
+                status = sidecar.wait() => status.ok(),
+            },
+            None => self.model.wait().await.ok(),
+        }
+    }
+
+    /// Stops the sidecar, then the model: SIGTERM to each process group,
+    /// SIGKILL if still running after `grace`.
+    pub async fn terminate(&mut self, grace: Duration) {
+        if let Some(sidecar) = &mut self.sidecar {
+            terminate(sidecar, grace).await;
+        }
+        terminate(&mut self.model, grace).await;
+    }
+}
+
+fn group(mut command: Command) -> Command {
+    command
+        .stdin(Stdio::null())
+        .process_group(0)
+        // A safety net: a replica whose task is dropped is killed.
+        .kill_on_drop(true);
+    command
+}
+
+/// A port the system says is free now (the replica binds it just after).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn terminate(child: &mut Child, grace: Duration) {
+    let Some(pid) = child.id() else {
+        return; // Already reaped.
+    };
+    let group = Pid::from_raw(-(pid as i32));
+    let _ = kill(group, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = kill(group, Signal::SIGKILL);
+        let _ = child.kill().await;
+    }
+}
