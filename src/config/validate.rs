@@ -1,6 +1,6 @@
 //! Checks that types cannot express. Every problem names its field.
 
-use super::{Config, ServiceConfig};
+use super::{Config, MetricsSource, ServiceConfig};
 use http::uri::Authority;
 use std::collections::HashMap;
 
@@ -182,6 +182,11 @@ fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
         }
     }
     if let Some(process) = &backend.process {
+        if s.metrics == MetricsSource::Pods && process.sidecar.is_none() {
+            problems.push(format!(
+                "{at}.metrics: pods needs a sidecar in front of each replica (backend.process.sidecar)"
+            ));
+        }
         if process.command.is_empty() || process.command[0].trim().is_empty() {
             problems.push(format!(
                 "{at}.backend.process.command: needs a program to run"
@@ -339,6 +344,20 @@ services:
         assert!(p[0].contains("invalid duration"), "{p:?}");
         let p = problems("gateway:\n  maxRequestBodySize: 12 parsecs\n");
         assert!(p[0].contains("maxRequestBodySize"), "{p:?}");
+    }
+
+    #[test]
+    fn pod_metrics_need_sidecars() {
+        let yaml =
+            "services:\n  - name: a\n    metrics: pods\n    backend: {process: {command: [m]}}\n";
+        let p = problems(yaml);
+        assert!(
+            p.iter()
+                .any(|x| x.contains("services[0].metrics: pods needs a sidecar")),
+            "{p:?}"
+        );
+        let ok = yaml.replace("command: [m]", "command: [m], sidecar: {}");
+        assert!(problems(&ok).is_empty(), "{:?}", problems(&ok));
     }
 
     #[test]
