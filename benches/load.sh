@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Load test: the same load against an upstream directly, through sluice and
-# through nginx, interleaved in rounds, on loopback only. Prints one line per
-# run and a final markdown table of medians over the rounds.
+# Load test: the same load against an upstream directly, through sluice,
+# through sluice with a sidecar hop (gateway -> `sluice sidecar` -> upstream)
+# and through nginx, interleaved in rounds, on loopback only. Prints one line
+# per run and a final markdown table of medians over the rounds, followed by
+# the cost of the sidecar hop.
 #
 #   bash benches/load.sh                      # DURATION=10s ROUNDS=2
 #   DURATION=5s ROUNDS=3 bash benches/load.sh
@@ -10,19 +12,34 @@
 #   A  proxy overhead: wrk -t2 -c64 --latency, GET, against a 0 ms upstream.
 #   B  the tutorial's command: hey -c 5 -m POST with a small JSON body,
 #      against an upstream that answers after 50 ms.
-# Each scenario runs ROUNDS rounds of direct -> sluice -> nginx, so machine
-# noise (other processes, thermal, caches) hits all three targets alike.
+# Each scenario runs ROUNDS rounds of direct -> sluice -> sluice+sidecar ->
+# nginx, so machine noise (other processes, thermal, caches) hits all four
+# targets alike.
+#
+# Targets
+#   direct          the scenario's upstream
+#   sluice          `sluice gateway`, Host fast|slow.bench.example.com
+#   sluice+sidecar  the same gateway process, Host fastsc|slowsc.bench.example.com,
+#                   whose static backend is a `sluice sidecar` (one per
+#                   upstream, containerConcurrency unlimited) in front of the
+#                   same upstream
+#   nginx           nginx with one worker (benches/nginx.conf.template)
 #
 # Measured per run: req/s, p50, p99 (from the load tool), and for the proxies
 # the CPU time per request (utime+stime from /proc/PID/stat before and after;
-# nginx = master + worker) and the peak RSS (VmHWM; nginx = its worker).
+# nginx = master + worker) and the peak RSS (VmHWM; nginx = its worker). For
+# sluice+sidecar the gateway and the sidecar in the path are measured
+# separately (columns "CPU" and "sidecar CPU"), and the summary gives the
+# sidecar hop's cost: its p50/p99 over the plain sluice row and its CPU per
+# request, next to nginx's CPU per request as a yardstick for a proxy hop.
 #
 # Environment
 #   DURATION   length of each run, as wrk/hey take it (default 10s)
 #   ROUNDS     rounds per scenario (default 2)
 #   WARMUP     warm-up per target before measuring, 0 to skip (default 2s)
-#   SLUICE_THREADS  tokio worker threads for sluice (TOKIO_WORKER_THREADS);
-#              unset = tokio's default, one per core. 1 matches nginx's one worker.
+#   SLUICE_THREADS  tokio worker threads for the sluice gateway and each
+#              sidecar (TOKIO_WORKER_THREADS); unset = tokio's default, one per
+#              core. 1 matches nginx's one worker.
 #   SKIP_BUILD 1 to use the existing release binaries
 #   KEEP_TMP   1 to keep the temp dir (configs, logs, raw tool output)
 #
@@ -38,6 +55,8 @@ NAMESPACE=bench
 DOMAIN=example.com
 FAST_HOST="fast.$NAMESPACE.$DOMAIN"
 SLOW_HOST="slow.$NAMESPACE.$DOMAIN"
+FASTSC_HOST="fastsc.$NAMESPACE.$DOMAIN" # via the sidecar in front of the 0 ms upstream
+SLOWSC_HOST="slowsc.$NAMESPACE.$DOMAIN" # via the sidecar in front of the 50 ms upstream
 SLOW_DELAY_MS=50
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -214,7 +233,8 @@ machine_ticks() {
 own_ticks() {
     local children
     children=$(awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat")
-    echo $(($(cpu_ticks "$FAST_PID" "$SLOW_PID" "$SLUICE_PID" "$NGINX_PID" "$NGINX_WORKER") + children))
+    echo $(($(cpu_ticks "$FAST_PID" "$SLOW_PID" "$SLUICE_PID" "$FAST_SC_PID" "$SLOW_SC_PID" \
+        "$NGINX_PID" "$NGINX_WORKER") + children))
 }
 
 # Child processes of PID (nginx's workers): from /proc/PID/task/PID/children
@@ -236,6 +256,10 @@ FAST_PORT=$(free_port)
 SLOW_PORT=$(free_port)
 SLUICE_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
+FAST_SC_PORT=$(free_port)
+FAST_SC_ADMIN_PORT=$(free_port)
+SLOW_SC_PORT=$(free_port)
+SLOW_SC_ADMIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 
 # Two upstreams: 0 ms (scenario A) and 50 ms (scenario B).
@@ -260,6 +284,12 @@ services:
   - name: slow
     namespace: $NAMESPACE
     backend: {static: ["127.0.0.1:$SLOW_PORT"]}
+  - name: fastsc
+    namespace: $NAMESPACE
+    backend: {static: ["127.0.0.1:$FAST_SC_PORT"]}
+  - name: slowsc
+    namespace: $NAMESPACE
+    backend: {static: ["127.0.0.1:$SLOW_SC_PORT"]}
 EOF
 "$SLUICE" --log warn check --config "$TMP/sluice.yaml" >/dev/null
 # sluice builds its runtime with Runtime::new(), which reads TOKIO_WORKER_THREADS.
@@ -268,6 +298,23 @@ sluice_env=()
 ${sluice_env[@]+"${sluice_env[@]}"} "$SLUICE" --log warn gateway --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
 SLUICE_PID=$!
 PIDS+=("$SLUICE_PID")
+
+# Two sidecars, one in front of each upstream, with their defaults otherwise
+# (containerConcurrency 0 = unlimited). A short drain so that they stop at
+# once on the exit trap's SIGTERM instead of waiting out the 5 s default.
+start_sidecar() {
+    local port=$1 upstream_port=$2 admin_port=$3 logfile=$4
+    ${sluice_env[@]+"${sluice_env[@]}"} "$SLUICE" --log warn sidecar \
+        --listen "127.0.0.1:$port" --upstream "127.0.0.1:$upstream_port" \
+        --admin "127.0.0.1:$admin_port" --readiness-path / \
+        --drain-period 100ms --drain-timeout 2s >"$logfile" 2>&1 &
+}
+start_sidecar "$FAST_SC_PORT" "$FAST_PORT" "$FAST_SC_ADMIN_PORT" "$TMP/sidecar-fast.log"
+FAST_SC_PID=$!
+PIDS+=("$FAST_SC_PID")
+start_sidecar "$SLOW_SC_PORT" "$SLOW_PORT" "$SLOW_SC_ADMIN_PORT" "$TMP/sidecar-slow.log"
+SLOW_SC_PID=$!
+PIDS+=("$SLOW_SC_PID")
 
 # nginx: one worker, foreground, everything under $TMP/nginx. The prefix dir
 # is world-readable so that a worker running as nobody can reach its temp dirs.
@@ -299,6 +346,10 @@ PIDS+=("$NGINX_PID")
 wait_listening "$FAST_PID" "$FAST_PORT" "upstream (0 ms)" "$TMP/upstream-fast.log"
 wait_listening "$SLOW_PID" "$SLOW_PORT" "upstream (${SLOW_DELAY_MS} ms)" "$TMP/upstream-slow.log"
 wait_listening "$SLUICE_PID" "$SLUICE_PORT" sluice "$TMP/sluice.log"
+wait_listening "$FAST_SC_PID" "$FAST_SC_PORT" "sidecar (0 ms)" "$TMP/sidecar-fast.log"
+wait_listening "$FAST_SC_PID" "$FAST_SC_ADMIN_PORT" "sidecar (0 ms) admin" "$TMP/sidecar-fast.log"
+wait_listening "$SLOW_SC_PID" "$SLOW_SC_PORT" "sidecar (${SLOW_DELAY_MS} ms)" "$TMP/sidecar-slow.log"
+wait_listening "$SLOW_SC_PID" "$SLOW_SC_ADMIN_PORT" "sidecar (${SLOW_DELAY_MS} ms) admin" "$TMP/sidecar-slow.log"
 wait_listening "$NGINX_PID" "$NGINX_PORT" nginx "$TMP/nginx.log"
 
 # nginx's worker: the process that does the work (and holds the memory).
@@ -311,11 +362,29 @@ done
 [[ -n $NGINX_WORKER ]] || die "no nginx worker process found"
 PIDS+=("$NGINX_WORKER") # normally stopped by its master; tracked in case it is not
 
+# Waits until the sidecar on ADMIN_PORT reports the model ready (/readyz 200;
+# it probes the upstream's readiness path), at most 10 s.
+wait_sidecar_ready() {
+    local admin_port=$1 name=$2 code=""
+    for _ in $(seq 100); do
+        code=$(http_status "$admin_port" localhost /readyz 2>/dev/null) || code="no answer"
+        [[ $code == 200 ]] && return 0
+        sleep 0.1
+    done
+    die "$name: /readyz on 127.0.0.1:$admin_port answered '$code', not 200, after 10 s"
+}
+wait_sidecar_ready "$FAST_SC_ADMIN_PORT" "sidecar (0 ms)"
+wait_sidecar_ready "$SLOW_SC_ADMIN_PORT" "sidecar (${SLOW_DELAY_MS} ms)"
+
 # Every route answers 200 before any load is sent.
 expect_200 "upstream (0 ms)" "$FAST_PORT" "$FAST_HOST"
 expect_200 "upstream (${SLOW_DELAY_MS} ms)" "$SLOW_PORT" "$SLOW_HOST"
 expect_200 "sluice fast" "$SLUICE_PORT" "$FAST_HOST"
 expect_200 "sluice slow" "$SLUICE_PORT" "$SLOW_HOST"
+expect_200 "sidecar (0 ms)" "$FAST_SC_PORT" "$FASTSC_HOST"
+expect_200 "sidecar (${SLOW_DELAY_MS} ms)" "$SLOW_SC_PORT" "$SLOWSC_HOST"
+expect_200 "sluice fastsc (via sidecar)" "$SLUICE_PORT" "$FASTSC_HOST"
+expect_200 "sluice slowsc (via sidecar)" "$SLUICE_PORT" "$SLOWSC_HOST"
 expect_200 "nginx fast" "$NGINX_PORT" "$FAST_HOST"
 expect_200 "nginx slow" "$NGINX_PORT" "$SLOW_HOST"
 
@@ -325,28 +394,45 @@ echo '{"instances": [[7.4,0.7,0,1.9,0.076,11,34,0.9978,3.51,0.56,9.4]]}' >"$BODY
 
 # ---------------------------------------------------------------- targets
 
-TARGETS=(direct sluice nginx)
+TARGETS=(direct sluice sluice+sidecar nginx)
 
 # Port of TARGET for SCENARIO: direct goes to the upstream of the scenario.
 target_port() {
     case $2 in
         direct) if [[ $1 == A ]]; then echo "$FAST_PORT"; else echo "$SLOW_PORT"; fi ;;
-        sluice) echo "$SLUICE_PORT" ;;
+        sluice | sluice+sidecar) echo "$SLUICE_PORT" ;;
         nginx) echo "$NGINX_PORT" ;;
     esac
 }
-# Processes whose CPU is charged to TARGET (none for direct).
+# Host header of TARGET for SCENARIO: the sidecar services for sluice+sidecar.
+target_host() {
+    case $1/$2 in
+        A/sluice+sidecar) echo "$FASTSC_HOST" ;;
+        B/sluice+sidecar) echo "$SLOWSC_HOST" ;;
+        A/*) echo "$FAST_HOST" ;;
+        B/*) echo "$SLOW_HOST" ;;
+    esac
+}
+# Processes whose CPU is charged to TARGET (none for direct; for
+# sluice+sidecar the gateway only, the sidecar is measured on its own).
 target_cpu_pids() {
     case $1 in
-        sluice) echo "$SLUICE_PID" ;;
+        sluice | sluice+sidecar) echo "$SLUICE_PID" ;;
         nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
     esac
 }
 # Process whose peak RSS is reported for TARGET.
 target_rss_pid() {
     case $1 in
-        sluice) echo "$SLUICE_PID" ;;
+        sluice | sluice+sidecar) echo "$SLUICE_PID" ;;
         nginx) echo "$NGINX_WORKER" ;;
+    esac
+}
+# The sidecar in the path of TARGET for SCENARIO (none but for sluice+sidecar).
+target_sidecar_pid() {
+    case $1/$2 in
+        A/sluice+sidecar) echo "$FAST_SC_PID" ;;
+        B/sluice+sidecar) echo "$SLOW_SC_PID" ;;
     esac
 }
 
@@ -357,14 +443,15 @@ target_rss_pid() {
 # background and waited for, so that a Ctrl-C stops it at once (timeout puts
 # itself in its own process group, out of reach of the terminal's SIGINT).
 load() {
-    local scenario=$1 target=$2 dur=$3 out=$4 port limit pid rc=0
+    local scenario=$1 target=$2 dur=$3 out=$4 port host limit pid rc=0
     port=$(target_port "$scenario" "$target")
+    host=$(target_host "$scenario" "$target")
     limit=$(($(seconds "$dur") + 30))
     case $scenario in
         A) timeout -k 5 "$limit" wrk -t2 -c64 -d"$dur" --latency \
-            -H "Host: $FAST_HOST" "http://127.0.0.1:$port/" >"$out" 2>&1 & ;;
+            -H "Host: $host" "http://127.0.0.1:$port/" >"$out" 2>&1 & ;;
         B) timeout -k 5 "$limit" hey -z "$dur" -c 5 -m POST -D "$BODY" \
-            -host "$SLOW_HOST" "http://127.0.0.1:$port/" >"$out" 2>&1 & ;;
+            -host "$host" "http://127.0.0.1:$port/" >"$out" 2>&1 & ;;
     esac
     pid=$!
     PIDS+=("$pid")
@@ -415,17 +502,21 @@ parse_hey() {
     ' "$1"
 }
 
-RESULTS="$TMP/results.tsv" # scenario target round rps p50 p99 cpu_us rss errors other%
+# scenario target round rps p50 p99 cpu_us rss errors other% sidecar_cpu_us sidecar_rss
+RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 
 # One measured run: load, CPU delta of the target's processes, peak RSS.
 measure() {
-    local scenario=$1 target=$2 round=$3 out pids before after
-    local rps p50 p99 n bad cpu="-" rss="-" rc=0 other m_busy0 m_all0 m_busy1 m_all1 own0 own1
+    local scenario=$1 target=$2 round=$3 out pids before after sc sc_before sc_after
+    local rps p50 p99 n bad cpu="-" rss="-" sc_cpu="-" sc_rss="-" sc_text="" rc=0
+    local other m_busy0 m_all0 m_busy1 m_all1 own0 own1
     out="$TMP/run-$scenario-$target-$round.txt"
     pids=$(target_cpu_pids "$target")
+    sc=$(target_sidecar_pid "$scenario" "$target")
     # shellcheck disable=SC2086 # pids is a space-separated list
     [[ -n $pids ]] && before=$(cpu_ticks $pids)
+    [[ -n $sc ]] && sc_before=$(cpu_ticks "$sc")
     read -r m_busy0 m_all0 < <(machine_ticks)
     own0=$(own_ticks)
     load "$scenario" "$target" "$DURATION" "$out" || rc=$?
@@ -433,6 +524,7 @@ measure() {
     read -r m_busy1 m_all1 < <(machine_ticks)
     # shellcheck disable=SC2086
     [[ -n $pids ]] && after=$(cpu_ticks $pids)
+    [[ -n $sc ]] && sc_after=$(cpu_ticks "$sc")
     # CPU used by anything else on the machine during the run (another build,
     # say), as a share of all cores: a high value means a disturbed run.
     other=$(awk -v b=$((m_busy1 - m_busy0 - (own1 - own0))) -v a=$((m_all1 - m_all0)) \
@@ -447,10 +539,15 @@ measure() {
         cpu=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
     fi
     [[ $target != direct ]] && rss=$(peak_rss_mib "$(target_rss_pid "$target")")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$scenario" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$bad" "$other" >>"$RESULTS"
-    printf '  %s round %d/%d  %-6s  %9s req/s  p50 %7s ms  p99 %7s ms  CPU %6s µs/req  RSS %5s MiB  requests %7s  errors %s  other CPU %s%%\n' \
-        "$scenario" "$round" "$ROUNDS" "$target" "$rps" "$p50" "$p99" "$cpu" "$rss" "$n" "$bad" "$other"
+    if [[ -n $sc ]]; then
+        ((n > 0)) && sc_cpu=$(awk -v d=$((sc_after - sc_before)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+        sc_rss=$(peak_rss_mib "$sc")
+        sc_text=$(printf '  sidecar CPU %6s µs/req  RSS %5s MiB' "$sc_cpu" "$sc_rss")
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$scenario" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$bad" "$other" "$sc_cpu" "$sc_rss" >>"$RESULTS"
+    printf '  %s round %d/%d  %-14s  %9s req/s  p50 %7s ms  p99 %7s ms  CPU %6s µs/req  RSS %5s MiB  requests %7s  errors %s  other CPU %s%%%s\n' \
+        "$scenario" "$round" "$ROUNDS" "$target" "$rps" "$p50" "$p99" "$cpu" "$rss" "$n" "$bad" "$other" "$sc_text"
     ((other < 15)) || log "warning: other processes used ${other}% of the machine during this run; its numbers are suspect"
     if ((rc != 0 || bad > 0)) || [[ $rps == NA ]]; then
         sed 's/^/      | /' "$out" | head -n 40
@@ -479,6 +576,8 @@ log_env() {
         "SLUICE_THREADS=${SLUICE_THREADS:-default}; nginx: worker_processes 1"
     echo "- upstreams :$FAST_PORT (0 ms), :$SLOW_PORT (${SLOW_DELAY_MS} ms); sluice :$SLUICE_PORT (pid $SLUICE_PID);" \
         "nginx :$NGINX_PORT (master $NGINX_PID, worker $NGINX_WORKER, $("$NGINX" -v 2>&1 | sed 's/.*: //'))"
+    echo "- sidecars :$FAST_SC_PORT -> :$FAST_PORT (pid $FAST_SC_PID, $(ls "/proc/$FAST_SC_PID/task" | wc -l) OS threads)," \
+        ":$SLOW_SC_PORT -> :$SLOW_PORT (pid $SLOW_SC_PID); gateway services fastsc, slowsc -> them"
     echo
 }
 log_env
@@ -498,7 +597,8 @@ done
 # ---------------------------------------------------------------- summary
 
 # Medians over rounds per (scenario, target); peak RSS as of the last round
-# (VmHWM only grows, so B includes A); errors summed over rounds.
+# (VmHWM only grows, so B includes A; each sidecar serves one scenario only);
+# errors summed over rounds. Then, per scenario, the sidecar hop's cost.
 echo "## Results (median of $ROUNDS rounds of $DURATION each)"
 echo
 awk -F'\t' -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
@@ -516,37 +616,56 @@ awk -F'\t' -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
     {
         key = $1 SUBSEP $2
         add(key SUBSEP "rps", $4); add(key SUBSEP "p50", $5); add(key SUBSEP "p99", $6)
-        add(key SUBSEP "cpu", $7)
-        rss[key] = $8; err[key] += $9
+        add(key SUBSEP "cpu", $7); add(key SUBSEP "sccpu", $11)
+        rss[key] = $8; err[key] += $9; scrss[key] = $12
         if ($10 + 0 > other[key] + 0) other[key] = $10
     }
     function fmt(v, spec) { return (v == "NA" || v == "") ? "–" : sprintf(spec, v) }
+    # a - b with a sign, or "NA" when either is missing.
+    function diff(a, b) { return (a == "NA" || b == "NA") ? "NA" : sprintf("%+.2f", a - b) }
     END {
-        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | peak RSS (MiB) | +p50 vs direct (ms) | errors | other CPU % (max) |"
-        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-        ns = split("A B", S, " "); nt = split("direct sluice nginx", T, " ")
+        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | sidecar CPU µs/req | peak RSS (MiB) | sidecar peak RSS (MiB) | +p50 vs direct (ms) | errors | other CPU % (max) |"
+        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        ns = split("A B", S, " "); nt = split("direct sluice sluice+sidecar nginx", T, " ")
         for (s = 1; s <= ns; s++) {
             base = median(L[S[s] SUBSEP "direct" SUBSEP "p50"])
             for (t = 1; t <= nt; t++) {
                 key = S[s] SUBSEP T[t]
                 p50 = median(L[key SUBSEP "p50"])
                 delta = (T[t] == "direct" || p50 == "NA" || base == "NA") ? "" : sprintf("%+.2f", p50 - base)
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", (S[s] == "A" ? ta : tb), T[t],
+                sc = (T[t] == "sluice+sidecar")
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", (S[s] == "A" ? ta : tb), T[t],
                     fmt(median(L[key SUBSEP "rps"]), "%.0f"), fmt(p50, "%.2f"),
                     fmt(median(L[key SUBSEP "p99"]), "%.2f"), fmt(median(L[key SUBSEP "cpu"]), "%.1f"),
-                    (rss[key] == "-" ? "–" : rss[key]), (delta == "" ? "–" : delta), err[key], other[key]
+                    (sc ? fmt(median(L[key SUBSEP "sccpu"]), "%.1f") : ""),
+                    (rss[key] == "-" ? "–" : rss[key]),
+                    (sc ? (scrss[key] == "-" ? "–" : scrss[key]) : ""),
+                    (delta == "" ? "–" : delta), err[key], other[key]
             }
+        }
+        # The sidecar hop: sluice+sidecar over plain sluice (medians), and the
+        # sidecar process: own CPU per request, nginx CPU per request as a yardstick.
+        print ""
+        for (s = 1; s <= ns; s++) {
+            k0 = S[s] SUBSEP "sluice"; k1 = S[s] SUBSEP "sluice+sidecar"; kn = S[s] SUBSEP "nginx"
+            printf "sidecar hop (%s): %s ms p50, %s ms p99, %s µs CPU/req (nginx: %s µs/req)\n", S[s],
+                diff(median(L[k1 SUBSEP "p50"]), median(L[k0 SUBSEP "p50"])),
+                diff(median(L[k1 SUBSEP "p99"]), median(L[k0 SUBSEP "p99"])),
+                fmt(median(L[k1 SUBSEP "sccpu"]), "%.1f"), fmt(median(L[kn SUBSEP "cpu"]), "%.1f")
         }
     }
 ' "$RESULTS"
 echo
-echo "CPU µs/req: the proxy process's utime+stime per completed request (nginx: master + worker)."
+echo "CPU µs/req: the proxy process's utime+stime per completed request (nginx: master + worker; sluice+sidecar: the gateway alone)."
+echo "sidecar CPU µs/req, sidecar peak RSS: the sidecar in the path (A: the one before the 0 ms upstream, B: before the ${SLOW_DELAY_MS} ms one)."
+echo "sidecar hop: sluice+sidecar minus sluice (medians); the sidecar also probes its upstream's readiness once a second, counted in its CPU."
 echo "Peak RSS: VmHWM since start (nginx: the worker). errors: non-2xx responses + socket/transport errors, all rounds."
 echo "other CPU: the most CPU (share of all cores) that processes outside this benchmark took during any round; above ~15% the medians are suspect."
 echo "CPU µs/req is counted in ${CLK_TCK} Hz ticks: ± one tick per run, which matters for scenario B's few hundred requests per run."
 
 # Anything the proxies logged at warn or above is worth a look.
-for f in "$TMP/sluice.log" "$NGINX_DIR/error.log" "$TMP/upstream-fast.log" "$TMP/upstream-slow.log"; do
+for f in "$TMP/sluice.log" "$TMP/sidecar-fast.log" "$TMP/sidecar-slow.log" "$NGINX_DIR/error.log" \
+    "$TMP/upstream-fast.log" "$TMP/upstream-slow.log"; do
     if [[ -s $f ]]; then
         echo
         echo "$(basename "$f"): $(wc -l <"$f") line(s) logged, first 5:"
