@@ -99,6 +99,8 @@ impl Service {
                 "backend changed: new replicas replace the old"
             );
         }
+        // `metrics` or `podMetricsPort` may have changed alone.
+        set_static_stats(sc, &self.dispatcher);
         self.settings.store(Arc::new(settings));
         self.start_autoscaler();
     }
@@ -205,20 +207,28 @@ fn actuator_for(
             sc.container_concurrency,
             dispatcher.clone(),
             settings.request_timeout,
+            settings.queue_timeout,
         )),
         backend => {
             let actuator = StaticActuator::new(dispatcher.clone(), &static_pods(backend));
-            if sc.metrics == MetricsSource::Pods {
-                // Each static pod's sidecar reports on the same host.
-                for pod in dispatcher.pods() {
-                    let stats = format!("{}:{}", pod.authority().host(), sc.pod_metrics_port);
-                    if let Ok(addr) = stats.parse() {
-                        pod.set_stats_addr(addr);
-                    }
-                }
-            }
+            set_static_stats(sc, dispatcher);
             Arc::new(actuator)
         }
+    }
+}
+
+/// With `metrics: pods`, each static pod's sidecar reports on the pod's host
+/// at `podMetricsPort`; without, nothing is read from the pods.
+fn set_static_stats(sc: &ServiceConfig, dispatcher: &Dispatcher) {
+    if sc.backend.static_pods.is_none() {
+        return;
+    }
+    for pod in dispatcher.pods() {
+        let stats = format!("{}:{}", pod.authority().host(), sc.pod_metrics_port);
+        let addr = (sc.metrics == MetricsSource::Pods)
+            .then(|| stats.parse().ok())
+            .flatten();
+        pod.set_stats_addr(addr);
     }
 }
 

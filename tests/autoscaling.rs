@@ -384,9 +384,9 @@ services:
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_with_sidecars_scale_from_the_pods_reports() {
-    let yaml = format!(
+/// Process replicas, each behind its own sidecar, scaled from the pods' reports.
+fn sidecar_config(min: u32, max: u32) -> String {
+    format!(
         r#"
 listen: 127.0.0.1:0
 admin: 127.0.0.1:0
@@ -394,8 +394,8 @@ autoscaler: {{ stableWindow: 6s, panicWindowPercentage: 50, tickInterval: 1s }}
 services:
   - name: redwine-week4
     namespace: kserve-inference
-    minReplicas: 1
-    maxReplicas: 4
+    minReplicas: {min}
+    maxReplicas: {max}
     containerConcurrency: 1
     metrics: pods
     backend:
@@ -406,7 +406,12 @@ services:
         sidecar: {{ executable: "{bin}" }}
 "#,
         bin = env!("CARGO_BIN_EXE_sluice"),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_sidecars_scale_from_the_pods_reports() {
+    let yaml = sidecar_config(1, 4);
     let gw = TestGateway::start(&yaml).await;
     let s = service(&gw);
     eventually(Duration::from_secs(20), "1 replica ready", || async {
@@ -418,7 +423,6 @@ services:
         pod.stats_addr().is_some(),
         "the sidecar reports the replica's load"
     );
-    let model_pid = s.actuator().replicas()[0].pid.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(&gw, 3, stop.clone());
@@ -431,22 +435,57 @@ services:
     stop.store(true, Ordering::Relaxed);
     let codes = traffic.await.unwrap();
     assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
-    let sidecar_pids: Vec<u32> = {
-        let shell = std::process::Command::new("pgrep")
-            .args(["-f", "sluice sidecar"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&shell.stdout)
-            .lines()
-            .filter_map(|l| l.parse().ok())
-            .collect()
-    };
+    let replicas = s.actuator().replicas();
+    assert_eq!(replicas.len(), 3);
+    let pids: Vec<u32> = replicas
+        .iter()
+        .flat_map(|r| {
+            [
+                r.pid.expect("a model process"),
+                r.sidecar_pid.expect("a sidecar process"),
+            ]
+        })
+        .collect();
     assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
     let gone = |pid: u32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
     eventually(
         Duration::from_secs(10),
         "model and sidecar processes are gone",
-        || async { gone(model_pid) && sidecar_pids.iter().all(|&p| gone(p)) },
+        || async { pids.iter().all(|&p| gone(p)) },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_sidecar_dies_its_model_is_stopped_and_both_restart() {
+    let gw = TestGateway::start(&sidecar_config(1, 1)).await;
+    let s = service(&gw);
+    eventually(Duration::from_secs(20), "1 replica ready", || async {
+        ready(&s) == 1
+    })
+    .await;
+    let before = s.actuator().replicas()[0].clone();
+    let (model, sidecar) = (before.pid.unwrap(), before.sidecar_pid.unwrap());
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &sidecar.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let gone = |pid: u32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    eventually(
+        Duration::from_secs(20),
+        "a new pair serves and the old model is gone",
+        || async {
+            let now = s.actuator().replicas();
+            gone(model)
+                && ready(&s) == 1
+                && now[0].restarts == 1
+                && now[0].phase == Phase::Ready
+                && now[0].pid != Some(model)
+        },
+    )
+    .await;
+    let r = send(client().post(gw.url(PREDICT)).body(INPUT)).await;
+    assert_eq!(r.status(), 200);
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
 }

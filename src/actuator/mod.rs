@@ -55,6 +55,9 @@ pub struct ReplicaStatus {
     /// The process id, for a local replica that is running.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// The process id of its sidecar, if it has one.
+    #[serde(default)]
+    pub sidecar_pid: Option<u32>,
     pub phase: Phase,
     pub in_flight: usize,
     pub restarts: u64,

@@ -36,6 +36,7 @@ impl ProcessActuator {
         container_concurrency: usize,
         dispatcher: Arc<Dispatcher>,
         drain_timeout: Duration,
+        queue_timeout: Duration,
     ) -> Self {
         let sluice = std::env::current_exe()
             .map(|p| p.display().to_string())
@@ -62,6 +63,8 @@ impl ProcessActuator {
             sidecar: backend.sidecar.as_ref().map(|sidecar| SidecarLaunch {
                 executable: sidecar.executable.clone().unwrap_or_else(|| sluice.clone()),
                 container_concurrency,
+                request_timeout: drain_timeout,
+                queue_timeout,
             }),
         };
         ProcessActuator {

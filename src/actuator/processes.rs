@@ -14,6 +14,9 @@ use tokio::process::{Child, Command};
 pub struct SidecarLaunch {
     pub executable: String,
     pub container_concurrency: usize,
+    /// The service's, so that the sidecar never times out first.
+    pub request_timeout: Duration,
+    pub queue_timeout: Duration,
 }
 
 pub struct Running {
@@ -46,8 +49,23 @@ pub fn start(launch: &Launch) -> std::io::Result<Running> {
         });
     };
     let (traffic, admin) = (free_port()?, free_port()?);
-    let started = group(Command::new(&sidecar.executable))
+    let mut command = group(Command::new(&sidecar.executable));
+    // Its settings come from here, not from the gateway's own environment.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SLUICE_") {
+            command.env_remove(key);
+        }
+    }
+    let started = command
         .args(["sidecar", "--log", "warn", "--drain-period", "0s"])
+        .args([
+            "--request-timeout",
+            &format!("{}ms", sidecar.request_timeout.as_millis()),
+        ])
+        .args([
+            "--queue-timeout",
+            &format!("{}ms", sidecar.queue_timeout.as_millis()),
+        ])
         .args(["--listen", &format!("127.0.0.1:{traffic}")])
         .args(["--upstream", &format!("127.0.0.1:{model_port}")])
         .args(["--admin", &format!("127.0.0.1:{admin}")])
@@ -66,6 +84,9 @@ pub fn start(launch: &Launch) -> std::io::Result<Running> {
             readiness: format!("http://127.0.0.1:{admin}/readyz"),
         }),
         Err(e) => {
+            if let Some(pid) = model.id() {
+                let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+            }
             let _ = model.start_kill();
             Err(e)
         }
@@ -76,6 +97,11 @@ impl Running {
     /// The model's process id.
     pub fn pid(&self) -> Option<u32> {
         self.model.id()
+    }
+
+    /// The sidecar's process id, if it has one.
+    pub fn sidecar_pid(&self) -> Option<u32> {
+        self.sidecar.as_ref().and_then(Child::id)
     }
 
     /// Resolves when the model or its sidecar exits.

@@ -41,6 +41,7 @@ struct State {
     phase: Phase,
     port: u16,
     pid: Option<u32>,
+    sidecar_pid: Option<u32>,
     pod: Option<Arc<Pod>>,
     restarts: u64,
     started: Instant,
@@ -61,6 +62,7 @@ impl Replica {
                 phase: Phase::Starting,
                 port: 0,
                 pid: None,
+                sidecar_pid: None,
                 pod: None,
                 restarts: 0,
                 started: Instant::now(),
@@ -92,6 +94,7 @@ impl Replica {
             name: self.name.clone(),
             address: format!("127.0.0.1:{}", state.port),
             pid: state.pid,
+            sidecar_pid: state.sidecar_pid,
             phase: state.phase,
             in_flight: state.pod.as_ref().map_or(0, |p| p.in_flight()),
             restarts: state.restarts,
@@ -141,6 +144,7 @@ impl Replica {
                 state.phase = Phase::Starting;
                 state.port = running.traffic_port;
                 state.pid = running.pid();
+                state.sidecar_pid = running.sidecar_pid();
                 state.started = Instant::now();
             }
             let started = Instant::now();
@@ -169,10 +173,14 @@ impl Replica {
                 }
                 None => {}
             }
+            // The model or its sidecar is gone: stop the other one too (and
+            // whatever it started) before starting the pair again.
+            running.terminate(Duration::ZERO).await;
             {
                 let mut state = self.state();
                 state.phase = Phase::Crashed;
                 state.pid = None;
+                state.sidecar_pid = None;
                 state.restarts += 1;
             }
             counts
@@ -203,11 +211,7 @@ impl Replica {
             .expect("a valid authority");
         let pod = dispatcher.add_pod(authority);
         if let Some(stats) = running.stats_port {
-            pod.set_stats_addr(
-                format!("127.0.0.1:{stats}")
-                    .parse()
-                    .expect("a valid authority"),
-            );
+            pod.set_stats_addr(format!("127.0.0.1:{stats}").parse().ok());
         }
         {
             let mut state = self.state();

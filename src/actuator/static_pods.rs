@@ -41,6 +41,7 @@ impl Actuator for StaticActuator {
                 name: pod.addr().to_string(),
                 address: pod.addr().to_string(),
                 pid: None,
+                sidecar_pid: None,
                 phase: Phase::Ready,
                 in_flight: pod.in_flight(),
                 restarts: 0,

@@ -3,7 +3,7 @@
 use crate::upstream::Connections;
 use http::uri::Authority;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub struct Pod {
     /// Idle connections to this pod, reused by the next requests.
     pub connections: Connections,
     /// Where the pod's sidecar reports its load (`/stats`), if it has one.
-    stats: OnceLock<Authority>,
+    stats: Mutex<Option<Authority>>,
     started: Instant,
 }
 
@@ -36,7 +36,7 @@ impl Pod {
             last_pick: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             connections: Connections::default(),
-            stats: OnceLock::new(),
+            stats: Mutex::new(None),
             started: Instant::now(),
         }
     }
@@ -62,13 +62,16 @@ impl Pod {
         self.retired.load(Ordering::Relaxed)
     }
 
-    /// Says where the pod's sidecar reports its load; set once.
-    pub fn set_stats_addr(&self, addr: Authority) {
-        let _ = self.stats.set(addr);
+    /// Says where the pod's sidecar reports its load.
+    pub fn set_stats_addr(&self, addr: Option<Authority>) {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = addr;
     }
 
-    pub fn stats_addr(&self) -> Option<&Authority> {
-        self.stats.get()
+    pub fn stats_addr(&self) -> Option<Authority> {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn age(&self) -> std::time::Duration {

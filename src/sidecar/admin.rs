@@ -24,6 +24,8 @@ pub struct AdminState {
 
 /// After the first success the model is checked this often.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Failed checks in a row that make a ready model unready.
+const FAILURES_TO_UNREADY: u32 = 3;
 
 pub async fn handle<B>(
     state: AdminState,
@@ -68,12 +70,19 @@ pub async fn probe_model(
     mut stopped: watch::Receiver<bool>,
 ) {
     let client = crate::probe::client();
+    let mut failures = 0u32;
     loop {
         let ok = crate::probe::check(&client, &uri).await;
-        if ok != ready.swap(ok, Ordering::Relaxed) {
-            info!(ready = ok, "model readiness changed");
+        failures = if ok { 0 } else { failures + 1 };
+        // Once ready, a busy single-worker model may miss one check (it
+        // waits behind predictions): only a run of failures makes it unready.
+        let was_ready = ready.load(Ordering::Relaxed);
+        let now_ready = ok || (was_ready && failures < FAILURES_TO_UNREADY);
+        if now_ready != was_ready {
+            ready.store(now_ready, Ordering::Relaxed);
+            info!(ready = now_ready, "model readiness changed");
         }
-        let wait = if ok {
+        let wait = if now_ready {
             CHECK_EVERY
         } else {
             crate::probe::STARTUP_EVERY

@@ -162,9 +162,13 @@ impl Sidecar {
     pub async fn drain(self, timeout: Duration) {
         self.draining.store(true, Ordering::Relaxed);
         info!(period = ?self.drain_period, "draining: readiness is now 503");
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
         loop {
-            let quiet = self.stats.since_last_arrival() >= self.drain_period;
+            // Quiet since the last request, or since the drain began if that
+            // is later: an idle pod still waits while its endpoint is removed.
+            let quiet_for = self.stats.since_last_arrival().min(started.elapsed());
+            let quiet = quiet_for >= self.drain_period;
             let idle = self.service.dispatcher().load() == 0;
             if (quiet && idle) || tokio::time::Instant::now() >= deadline {
                 break;
@@ -203,8 +207,9 @@ impl SidecarOptions {
 pub async fn run(options: SidecarOptions) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let drain_timeout = options.drain_timeout;
-    let sidecar = Sidecar::start(options).await?;
+    // Before anything starts, so that an early SIGTERM still drains.
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let sidecar = Sidecar::start(options).await?;
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
