@@ -33,6 +33,7 @@ need() {
 }
 
 need promtool prometheus
+need prometheus prometheus
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

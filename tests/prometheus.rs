@@ -1,0 +1,215 @@
+//! A real Prometheus server scraping a real gateway and sidecar, and the
+//! shipped alert rules and dashboard checked against the metrics sluice
+//! really exposes.
+
+mod support;
+
+use sluice::sidecar::{Sidecar, SidecarOptions};
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+/// Under CI a missing Prometheus fails; elsewhere the test says it skipped.
+fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is missing under CI"
+        );
+        eprintln!("SKIPPED: {tool} not installed (apt-get install prometheus)");
+    }
+    found
+}
+
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn query(c: &reqwest::Client, base: &str, promql: &str) -> Option<f64> {
+    let r = c
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", promql)])
+        .send()
+        .await
+        .ok()?;
+    let body: serde_json::Value = r.json().await.ok()?;
+    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_gateway_and_a_sidecar() {
+    if !have("prometheus") {
+        return;
+    }
+    let pod = upstream().await;
+    let gw = TestGateway::start(&one_service(&[&pod], "")).await;
+    let sidecar = Sidecar::start(SidecarOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: pod.addr,
+        admin: "127.0.0.1:0".parse().unwrap(),
+        container_concurrency: 1,
+        queue_depth: None,
+        queue_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(5),
+        readiness_path: "/ready".into(),
+        drain_period: Duration::ZERO,
+        drain_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: gateway\n    static_configs: [{{ targets: [\"{}\"] }}]\n  - job_name: sidecar\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+            gw.gateway.admin_addr(),
+            sidecar.admin_addr
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _prometheus = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+
+    let c = client();
+    for _ in 0..25 {
+        assert_eq!(send(c.get(gw.url("/"))).await.status(), 200);
+    }
+    for _ in 0..10 {
+        let r = c
+            .get(format!("http://{}/", sidecar.data_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let not_found = c
+        .get(gw.url("/"))
+        .header("host", "nowhere.example.net")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_found.status(), 404);
+
+    // What Prometheus scraped equals what was sent.
+    let expectations = [
+        ("up{job=\"gateway\"}", 1.0),
+        ("up{job=\"sidecar\"}", 1.0),
+        (
+            "sum(sluice_requests_total{job=\"gateway\",service=\"redwine-week4\",code=\"200\"})",
+            25.0,
+        ),
+        (
+            "sum(sluice_requests_total{job=\"sidecar\",code=\"200\"})",
+            10.0,
+        ),
+        (
+            "sluice_request_duration_seconds_count{job=\"gateway\"}",
+            25.0,
+        ),
+        ("sluice_unrouted_requests_total{job=\"gateway\"}", 1.0),
+        ("sluice_ready_replicas{job=\"gateway\"}", 1.0),
+        ("sluice_in_flight_requests{job=\"sidecar\"}", 0.0),
+    ];
+    for (promql, want) in expectations {
+        eventually(Duration::from_secs(30), promql, || async {
+            query(&c, &base, promql).await == Some(want)
+        })
+        .await;
+    }
+    sidecar.drain(Duration::from_secs(5)).await;
+}
+
+/// The `sluice_*` names a PromQL text uses.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (i, _) in text.match_indices("sluice_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        names.insert(name);
+    }
+    names
+}
+
+#[tokio::test]
+async fn alert_rules_pass_promtool_and_use_only_real_metrics() {
+    let rules = std::fs::read_to_string("config/prometheus/alerts.yaml").unwrap();
+    let dashboard = std::fs::read_to_string("config/grafana/sluice.json").unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    assert!(parsed["panels"].as_array().unwrap().len() >= 8);
+
+    // Every metric they name is one the gateway exposes, once each family
+    // has a sample: a request, one of sluice's own errors, a failed reload.
+    let pod = upstream().await;
+    let gw = TestGateway::start(&one_service(&[&pod], "")).await;
+    send(client().get(gw.url("/"))).await;
+    let big = "x".repeat(70_000);
+    let r = send(client().get(gw.url("/")).header("x-big", big)).await;
+    assert_eq!(r.status(), 431);
+    std::fs::write(&gw.config_path, "services: [").unwrap();
+    assert!(gw.gateway.reload().is_err());
+    let exposed = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exposed = metric_names(&exposed);
+    for name in metric_names(&rules)
+        .iter()
+        .chain(metric_names(&dashboard).iter())
+    {
+        let base = name.trim_end_matches("_bucket");
+        assert!(
+            exposed.contains(name) || exposed.iter().any(|e| e.starts_with(base)),
+            "{name} is not a metric sluice exposes: {exposed:?}"
+        );
+    }
+
+    if have("promtool") {
+        let out = Command::new("promtool")
+            .args(["check", "rules", "config/prometheus/alerts.yaml"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
