@@ -27,6 +27,8 @@ pub enum Command {
     },
     /// The per-pod proxy: concurrency limit, load reports, probes, drain.
     Sidecar(SidecarArgs),
+    /// A mutating admission webhook that injects the sidecar into opted-in pods.
+    Webhook(WebhookArgs),
     /// A stand-in model server (KServe v1 and v2) for demos and tests.
     Predictor(PredictorArgs),
     /// Show the services (like `kubectl get isvc`) or their replicas (`--pods`).
@@ -100,4 +102,29 @@ pub struct SidecarArgs {
     /// On SIGTERM: exit after this long, whatever is in flight.
     #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// HTTPS listener for the API server's admission requests.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: std::path::PathBuf,
+    /// PEM private key.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: std::path::PathBuf,
+    /// The image of the injected sidecar (sluice itself).
+    #[arg(long, env = "SLUICE_SIDECAR_IMAGE")]
+    pub sidecar_image: String,
+    /// The sidecar's traffic port in the pod.
+    #[arg(long, env = "SLUICE_SIDECAR_PORT", default_value_t = 8012)]
+    pub sidecar_port: u16,
+    /// The sidecar's admin port (probes, /stats, /metrics).
+    #[arg(long, env = "SLUICE_SIDECAR_ADMIN_PORT", default_value_t = 9091)]
+    pub sidecar_admin_port: u16,
+    /// Seconds the sidecar keeps serving after the pod is told to stop (preStop).
+    #[arg(long, env = "SLUICE_PRE_STOP_SECONDS", default_value_t = 5)]
+    pub pre_stop_seconds: u32,
 }

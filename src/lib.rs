@@ -17,3 +17,4 @@ pub mod server;
 pub mod service;
 pub mod sidecar;
 pub mod upstream;
+pub mod webhook;

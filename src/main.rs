@@ -63,6 +63,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Webhook(args) => {
+            let injection = sluice::webhook::Injection {
+                image: args.sidecar_image,
+                port: args.sidecar_port,
+                admin_port: args.sidecar_admin_port,
+                pre_stop_seconds: args.pre_stop_seconds,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            let run = sluice::webhook::run(args.listen, &args.tls_cert, &args.tls_key, injection);
+            match runtime.block_on(run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("webhook: {e}");
+                    ExitCode::from(EXIT_INVALID_CONFIG)
+                }
+            }
+        }
         Command::Predictor(args) => {
             let options = sluice::predictor::PredictorOptions {
                 listen: (args.bind, args.port).into(),
