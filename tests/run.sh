@@ -35,6 +35,14 @@ need() {
 need promtool prometheus
 need prometheus prometheus
 
+# The chart tests' Python packages, in a venv of the project's own.
+venv=.tools/venv
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, yaml" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 pytest==9.2.0 PyYAML==6.0.4 \
+        || { echo "FAIL: cannot install the chart tests' Python packages" >&2; [ "${CI:-}" = true ] && exit 1; }
+fi
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 
@@ -45,6 +53,16 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The Helm chart (after cargo test: it checks the rendered config with target/debug/sluice).
+if [ -x "$venv/bin/pytest" ]; then
+    "$venv/bin/pytest" -q tests/chart 2>&1 | tee -a "$log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+elif [ "${CI:-}" = true ]; then
+    echo "FAIL: the chart tests cannot run" >&2
+    status=1
+fi
 set -e
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+awk '/^test result:/ { passed += $4; failed += $6 }
+     /^[0-9]+ (passed|failed)/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) passed += $i; if ($(i+1) ~ /^failed/) failed += $i } }
+     END { printf "%d passed, %d failed\n", passed, failed }' "$log"
 exit "$status"
