@@ -166,7 +166,7 @@ fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
     let kinds = usize::from(backend.static_pods.is_some()) + usize::from(backend.process.is_some());
     if kinds != 1 {
         problems.push(format!(
-            "{at}.backend: exactly one of static, process or kubernetes is required"
+            "{at}.backend: exactly one of static or process is required"
         ));
     }
     if let Some(pods) = &backend.static_pods {
@@ -365,7 +365,7 @@ services:
         let p = problems("services:\n  - name: a\n    backend: {}\n");
         assert!(
             p.iter()
-                .any(|x| x.contains("services[0].backend: exactly one")),
+                .any(|x| x.contains("services[0].backend: exactly one of static or process")),
             "{p:?}"
         );
     }
