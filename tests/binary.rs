@@ -152,3 +152,79 @@ async fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
         gw.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_status_prints_services_and_pods_like_kubectl() {
+    let pods = [upstream().await, upstream().await];
+    let gw = GatewayProcess::start(&one_service(&[&pods[0], &pods[1]], ""));
+    let admin = gw.admin.to_string();
+    let run = |extra: &[&str]| {
+        let out = sluice()
+            .args(["status", "--admin", &admin])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let services = run(&[]);
+    let lines: Vec<&str> = services.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "URL",
+            "READY",
+            "MIN",
+            "MAX",
+            "DESIRED",
+            "PODS",
+            "IN-FLIGHT",
+            "QUEUED",
+            "PANIC",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        row[..10],
+        [
+            "redwine-week4",
+            &format!("http://{HOST}"),
+            "True",
+            "1",
+            "1",
+            "2",
+            "2",
+            "0",
+            "0",
+            "False"
+        ]
+    );
+
+    let replicas = run(&["--pods"]);
+    let lines: Vec<&str> = replicas.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{replicas}");
+    assert_eq!(lines.len(), 3, "{replicas}");
+    for (line, pod) in lines[1..].iter().zip(&pods) {
+        assert!(
+            line.contains("1/1")
+                && line.contains("Running")
+                && line.ends_with(&pod.addr.to_string()),
+            "{line}"
+        );
+    }
+
+    // No gateway there: a clear error, not a table.
+    let out = sluice()
+        .args(["status", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the gateway's admin"));
+}

@@ -244,7 +244,12 @@ async fn sigterm_under_steady_load_loses_no_request_and_the_process_exits() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(10),
+        "steady load through the sidecar",
+        || async { model.hits() >= 20 },
+    )
+    .await;
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
