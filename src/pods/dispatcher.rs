@@ -176,10 +176,6 @@ impl Dispatcher {
         self.lock().pods.clone()
     }
 
-    pub fn limit(&self) -> usize {
-        self.lock().limit
-    }
-
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }

@@ -50,10 +50,6 @@ impl Connections {
         idle.push((connection, now));
     }
 
-    pub fn idle(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Connection, Instant)>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
