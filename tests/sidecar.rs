@@ -347,17 +347,19 @@ services:
             })
         })
         .collect();
-    let desired = |gw: &TestGateway| {
-        gw.gateway.shared().routes.load().services()[0]
-            .scaler_status()
-            .desired
-    };
-    eventually(
-        Duration::from_secs(20),
-        "both gateways want 6 pods for 6 clients",
-        || async { desired(&a) == 6 && desired(&b) == 6 },
-    )
-    .await;
+    let status = |gw: &TestGateway| gw.gateway.shared().routes.load().services()[0].scaler_status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (sa, sb) = (status(&a), status(&b));
+        if sa.desired == 6 && sb.desired == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both gateways should want 6 pods for 6 clients: {sa:?} {sb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     join_all(clients).await;
     a.gateway.shutdown(Duration::from_secs(5)).await;

@@ -113,7 +113,7 @@ pub fn decide(
     let base = f64::from(ready.max(1));
     let max_up = (spec.max_scale_up_rate * base).ceil();
     let max_down = (base / spec.max_scale_down_rate).floor().min(max_up);
-    let want = |average: f64| (average / spec.target).ceil().clamp(max_down, max_up) as u32;
+    let want = |average: f64| pods_for(average / spec.target).clamp(max_down, max_up) as u32;
     let (stable_desire, panic_desire) = (want(stable), want(panicky));
 
     // As Knative: the threshold is checked on the raw panic desire, before
@@ -167,6 +167,13 @@ pub fn decide(
         panic_average: panicky,
         reason,
     }
+}
+
+/// Pods needed for `load` pods' worth of work: the ceiling, except that a
+/// load a hair above a whole number (sums of per-second float averages, such
+/// as 6.0000001 for six steady clients) is that number, not one more pod.
+fn pods_for(load: f64) -> f64 {
+    (load - 1e-6).ceil().max(0.0)
 }
 
 #[cfg(test)]

@@ -214,6 +214,26 @@ fn the_panic_threshold_uses_the_raw_desire_and_rates_never_invert() {
 }
 
 #[test]
+fn float_noise_does_not_buy_an_extra_pod() {
+    let d = decide(
+        &spec(),
+        &steady(3.000_000_1, 60, 60),
+        3,
+        Panic::default(),
+        secs(60),
+    );
+    assert_eq!(d.desired, 3, "{}", d.reason);
+    let d = decide(
+        &spec(),
+        &steady(3.01, 60, 60),
+        3,
+        Panic::default(),
+        secs(60),
+    );
+    assert_eq!(d.desired, 4, "{}", d.reason);
+}
+
+#[test]
 fn scale_to_zero_waits_for_the_stable_window_and_grace() {
     let spec = Spec {
         min_replicas: 0,
