@@ -8,5 +8,5 @@ mod window;
 
 pub use self::decide::{decide, Decision, Panic, Spec};
 pub use self::runner::{run, ScalerStatus};
-pub use self::scrape::{estimate, sample_size, scrape, PodsLoad};
+pub use self::scrape::{estimate, sample_size, PodsLoad, Scraper};
 pub use self::window::{History, Sample};

@@ -2,7 +2,7 @@
 //! decides every tick, and tells the actuator. A request held at zero
 //! replicas scales the service up at once, without waiting for the tick.
 
-use super::{decide, scrape, History, Panic, Sample};
+use super::{decide, History, Panic, Sample, Scraper};
 use crate::config::MetricsSource;
 use crate::service::Service;
 use std::sync::Arc;
@@ -34,8 +34,7 @@ pub async fn run(service: Arc<Service>) {
     });
     info!(service = service.name(), desired, "autoscaler started");
 
-    let probe = crate::probe::client();
-    let mut rng = fastrand::Rng::new();
+    let mut scraper = Scraper::new(fastrand::Rng::new());
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.set_missed_tick_behavior(MissedTickBehavior::Delay);
     second.tick().await;
@@ -66,7 +65,7 @@ pub async fn run(service: Arc<Service>) {
             },
             MetricsSource::Pods => {
                 let pods = service.dispatcher().pods();
-                match scrape(&pods, &probe, &mut rng, spec.metric, spec.target).await {
+                match scraper.scrape(&pods, spec.metric, spec.target).await {
                     // What the pods report, plus what waits here and has
                     // not reached a pod yet.
                     Some(load) => Sample {

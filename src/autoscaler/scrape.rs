@@ -2,8 +2,12 @@
 //! gateway (and of clients that call the pods directly).
 //!
 //! Every second the autoscaler asks a sample of the ready pods for their
-//! last second's load, concurrently and with a short timeout, and
-//! extrapolates the sample's mean to all pods. The sample size follows
+//! load, concurrently and with a short timeout, and extrapolates the sample's
+//! mean to all pods. A sidecar reports running totals (request-seconds and
+//! requests since it started), so the difference between two reports is the
+//! exact average over this autoscaler's own interval, aligned across pods and
+//! independent of other readers; a pod read for the first time gives its
+//! last whole second instead. The sample size follows
 //! Knative: n = N·X / (N + X − 1) with X = 1.96²·100 / 5², all pods when
 //! N <= 3. A pod that cannot be read counts as in Kubernetes' HPA: at the
 //! target when the others are below it (so a lost report never scales
@@ -14,6 +18,7 @@ use crate::pods::Pod;
 use crate::probe::ProbeClient;
 use crate::sidecar::LoadReport;
 use http_body_util::BodyExt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,20 +83,68 @@ pub fn estimate(
     })
 }
 
-/// Reads a sample of `pods` (those with a sidecar address) concurrently.
-pub async fn scrape(
-    pods: &[Arc<Pod>],
-    client: &ProbeClient,
-    rng: &mut fastrand::Rng,
-    metric: ScaleMetric,
-    target: f64,
-) -> Option<PodsLoad> {
-    let mut sample: Vec<&Arc<Pod>> = pods.iter().collect();
-    rng.shuffle(&mut sample);
-    sample.truncate(sample_size(pods.len()));
-    let reads = sample.iter().map(|pod| read(client, pod));
-    let reports = futures_util::future::join_all(reads).await;
-    estimate(&reports, pods.len(), metric, target)
+/// Reads the pods' sidecars, remembering each pod's last report.
+pub struct Scraper {
+    client: ProbeClient,
+    rng: fastrand::Rng,
+    previous: HashMap<String, LoadReport>,
+}
+
+impl Scraper {
+    pub fn new(rng: fastrand::Rng) -> Self {
+        Scraper {
+            client: crate::probe::client(),
+            rng,
+            previous: HashMap::new(),
+        }
+    }
+
+    /// Reads a sample of `pods` (those with a sidecar address) concurrently.
+    pub async fn scrape(
+        &mut self,
+        pods: &[Arc<Pod>],
+        metric: ScaleMetric,
+        target: f64,
+    ) -> Option<PodsLoad> {
+        let mut sample: Vec<&Arc<Pod>> = pods.iter().collect();
+        self.rng.shuffle(&mut sample);
+        sample.truncate(sample_size(pods.len()));
+        let client = &self.client;
+        let reads = sample
+            .iter()
+            .map(|pod| async move { (pod.addr().to_string(), read(client, pod).await) });
+        let reports = futures_util::future::join_all(reads).await;
+        let averages: Vec<Option<LoadReport>> = reports
+            .into_iter()
+            .map(|(pod, report)| report.map(|r| self.since_previous(pod, r)))
+            .collect();
+        self.previous
+            .retain(|addr, _| pods.iter().any(|p| p.addr() == addr));
+        estimate(&averages, pods.len(), metric, target)
+    }
+
+    /// The pod's average load since its previous report, from the running
+    /// totals; its last whole second when there is no usable previous one.
+    pub fn since_previous(&mut self, pod: String, now: LoadReport) -> LoadReport {
+        let averaged = match self.previous.get(&pod) {
+            Some(prev)
+                if now.uptime > prev.uptime + 0.2
+                    && now.request_seconds >= prev.request_seconds
+                    && now.requests >= prev.requests =>
+            {
+                let seconds = now.uptime - prev.uptime;
+                LoadReport {
+                    concurrency: (now.request_seconds - prev.request_seconds) / seconds,
+                    rps: (now.requests - prev.requests) as f64 / seconds,
+                    ..now
+                }
+            }
+            // First report, or the sidecar restarted: its own last second.
+            _ => now,
+        };
+        self.previous.insert(pod, now);
+        averaged
+    }
 }
 
 async fn read(client: &ProbeClient, pod: &Pod) -> Option<LoadReport> {
@@ -153,6 +206,31 @@ mod tests {
             estimate(&[None, None], 2, ScaleMetric::Concurrency, 1.0),
             None
         );
+    }
+
+    #[test]
+    fn running_totals_give_the_exact_average_since_the_previous_report() {
+        let mut scraper = Scraper::new(fastrand::Rng::with_seed(1));
+        let report = |uptime: f64, request_seconds: f64, requests: u64| LoadReport {
+            concurrency: 9.0, // the sidecar's own last second, ignored once totals work
+            rps: 9.0,
+            uptime,
+            request_seconds,
+            requests,
+            ..LoadReport::default()
+        };
+        // First report: the sidecar's last whole second.
+        let first = scraper.since_previous("p".into(), report(10.0, 30.0, 100));
+        assert_eq!(first.concurrency, 9.0);
+        // 3 request-seconds over 1.5 s: 2 in flight on average, 20 requests per second.
+        let next = scraper.since_previous("p".into(), report(11.5, 33.0, 130));
+        assert!(
+            (next.concurrency - 2.0).abs() < 1e-9 && (next.rps - 20.0).abs() < 1e-9,
+            "{next:?}"
+        );
+        // A restarted sidecar (totals went back): its last second again.
+        let restarted = scraper.since_previous("p".into(), report(1.0, 0.5, 3));
+        assert_eq!(restarted.concurrency, 9.0);
     }
 
     #[test]

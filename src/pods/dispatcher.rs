@@ -194,6 +194,11 @@ impl Dispatcher {
         self.meter().read(Instant::now())
     }
 
+    /// Cumulative load: (seconds since start, request-seconds, arrivals).
+    pub fn load_totals(&self) -> (f64, f64, u64) {
+        self.meter().totals(Instant::now())
+    }
+
     /// Requests in flight plus queued, now.
     pub fn load(&self) -> usize {
         self.meter().level()

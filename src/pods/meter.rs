@@ -12,6 +12,11 @@ pub struct Meter {
     area: f64,
     arrivals: u64,
     since: Instant,
+    /// Since the meter started: request-seconds and arrivals, never reset,
+    /// so that several readers can each take differences at their own pace.
+    total_area: f64,
+    total_arrivals: u64,
+    started: Instant,
 }
 
 /// Load over the time since the previous reading.
@@ -29,11 +34,23 @@ impl Meter {
             area: 0.0,
             arrivals: 0,
             since: now,
+            total_area: 0.0,
+            total_arrivals: 0,
+            started: now,
         }
     }
 
     pub fn arrive(&mut self) {
         self.arrivals += 1;
+        self.total_arrivals += 1;
+    }
+
+    /// Cumulative totals up to `now`: (seconds since the meter started,
+    /// request-seconds, arrivals).
+    pub fn totals(&mut self, now: Instant) -> (f64, f64, u64) {
+        self.advance(now);
+        let at = now.saturating_duration_since(self.started).as_secs_f64();
+        (at, self.total_area, self.total_arrivals)
     }
 
     pub fn up(&mut self, now: Instant) {
@@ -76,6 +93,7 @@ impl Meter {
             .saturating_duration_since(self.last_change)
             .as_secs_f64();
         self.area += self.level as f64 * dt;
+        self.total_area += self.level as f64 * dt;
         self.last_change = now;
     }
 }
@@ -103,5 +121,8 @@ mod tests {
         let r = m.read(at(2000));
         assert!((r.concurrency - 1.0).abs() < 1e-9, "{r:?}");
         assert_eq!(r.rps, 0.0);
+        // Totals are not reset by readings: 1.5 + 1.0 request-seconds, 2 arrivals.
+        let (seconds, area, arrivals) = m.totals(at(2000));
+        assert!((seconds - 2.0).abs() < 1e-9 && (area - 2.5).abs() < 1e-9 && arrivals == 2);
     }
 }

@@ -20,6 +20,16 @@ pub struct LoadReport {
     pub in_flight: usize,
     /// Waiting in the sidecar for a slot now.
     pub queued: usize,
+    /// Seconds since the sidecar started, when this report was made.
+    #[serde(default)]
+    pub uptime: f64,
+    /// Request-seconds since the sidecar started (the integral of
+    /// concurrency): two reports give the exact average between them.
+    #[serde(default)]
+    pub request_seconds: f64,
+    /// Requests that arrived since the sidecar started.
+    #[serde(default)]
+    pub requests: u64,
 }
 
 #[derive(Debug)]
@@ -57,9 +67,13 @@ impl Stats {
             .last_second
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let (uptime, request_seconds, requests) = service.dispatcher().load_totals();
         LoadReport {
             in_flight: service.dispatcher().in_flight(),
             queued: service.dispatcher().queued(),
+            uptime,
+            request_seconds,
+            requests,
             ..last
         }
     }
