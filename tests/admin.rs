@@ -32,14 +32,7 @@ async fn admin_endpoints_answer_and_the_data_listener_never_serves_them() {
             .status(),
         200
     );
-    let status: serde_json::Value = c
-        .get(gw.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = get_json(gw.admin_url("/status")).await;
     let service = &status["services"][0];
     assert_eq!(service["name"], "redwine-week4");
     assert_eq!(service["url"], format!("http://{HOST}"));
@@ -74,7 +67,7 @@ async fn status_and_metrics_show_live_in_flight_and_queued_counts() {
         .collect();
     let labels = "{service=\"redwine-week4\",namespace=\"kserve-inference\"}";
     eventually(Duration::from_secs(5), "1 in flight and 2 queued in /metrics", || async {
-        let text = c.get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = get_text(gw.admin_url("/metrics")).await;
         metric(&text, &format!("sluice_in_flight_requests{labels}")) == Some(1.0)
             && metric(&text, &format!("sluice_queued_requests{labels}")) == Some(2.0)
             && metric(
@@ -83,14 +76,7 @@ async fn status_and_metrics_show_live_in_flight_and_queued_counts() {
             ) == Some(1.0)
     })
     .await;
-    let status: serde_json::Value = c
-        .get(gw.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = get_json(gw.admin_url("/status")).await;
     assert_eq!(status["services"][0]["inFlight"], 1);
     assert_eq!(status["services"][0]["queued"], 2);
     assert_eq!(
@@ -100,14 +86,7 @@ async fn status_and_metrics_show_live_in_flight_and_queued_counts() {
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }
-    let text = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(gw.admin_url("/metrics")).await;
     assert_eq!(
         metric(&text, "sluice_requests_total{service=\"redwine-week4\",namespace=\"kserve-inference\",code=\"200\"}"),
         Some(3.0)
@@ -125,26 +104,6 @@ async fn status_and_metrics_show_live_in_flight_and_queued_counts() {
     );
 }
 
-/// promtool comes from Debian's `prometheus` package, which the test
-/// command installs. Under CI a missing promtool fails the test.
-fn promtool() -> Option<&'static str> {
-    let found = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "promtool is missing under CI"
-        );
-        eprintln!("SKIPPED promtool check: promtool not installed (apt-get install prometheus)");
-        return None;
-    }
-    Some("promtool")
-}
-
 #[tokio::test]
 async fn metrics_pass_promtool_check_metrics() {
     let pod = upstream().await;
@@ -157,14 +116,7 @@ async fn metrics_pass_promtool_check_metrics() {
         .send()
         .await
         .unwrap();
-    let text = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(gw.admin_url("/metrics")).await;
     for name in [
         "sluice_requests_total",
         "sluice_request_duration_seconds_bucket",
@@ -179,7 +131,10 @@ async fn metrics_pass_promtool_check_metrics() {
             "{name} missing from:\n{text}"
         );
     }
-    let Some(promtool) = promtool() else { return };
+    if !have_tool("promtool") {
+        return;
+    }
+    let promtool = "promtool";
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -267,13 +222,6 @@ async fn a_broken_file_is_rejected_and_the_old_config_keeps_serving() {
     let r = send(c.get(gw.url("/"))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), pod.addr.to_string());
-    let text = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(gw.admin_url("/metrics")).await;
     assert!(metric(&text, "sluice_config_reloads_total{result=\"failure\"}").unwrap() >= 2.0);
 }

@@ -272,23 +272,26 @@ async fn no_child_process_outlives_the_gateway() {
         "",
     ));
     let c = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pids: Vec<u64> = loop {
-        if let Ok(r) = c.get(gw.admin_url("/status")).send().await {
-            let status: serde_json::Value = r.json().await.unwrap();
-            let pids: Vec<u64> = status["services"][0]["replicas"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|r| r["pid"].as_u64())
-                .collect();
-            if pids.len() == 3 {
-                break pids;
-            }
+    let pids: Vec<u64> = poll_until(Duration::from_secs(20), "3 replicas with pids", || async {
+        let status = c
+            .get(gw.admin_url("/status"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status: serde_json::Value = status.json().await.unwrap();
+        let pids: Vec<u64> = status["services"][0]["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["pid"].as_u64())
+            .collect();
+        if pids.len() == 3 {
+            Ok(pids)
+        } else {
+            Err(format!("{pids:?}"))
         }
-        assert!(Instant::now() < deadline, "3 replicas with pids");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(pids
         .iter()
         .all(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()));

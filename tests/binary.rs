@@ -3,7 +3,7 @@
 mod support;
 
 use bytes::Bytes;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::process::{sluice, GatewayProcess};
 use support::*;
 
@@ -137,14 +137,7 @@ async fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, 200, "the request in flight finished");
     assert_eq!(body, pod.addr.to_string());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = gw.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the gateway did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = wait_for_exit(&mut gw.child, Duration::from_secs(10), "the gateway exits").await;
     assert!(exit.success(), "{exit}");
     assert!(
         gw.log_text().contains("all requests finished"),

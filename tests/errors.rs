@@ -40,14 +40,7 @@ async fn a_refused_connection_is_retried_once_on_another_pod() {
         );
     }
     assert_eq!(live.hits(), 20);
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(gw.admin_url("/metrics")).await;
     let retries = metric(
         &metrics,
         "sluice_upstream_retries_total{service=\"redwine-week4\",namespace=\"kserve-inference\"}",

@@ -10,24 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::*;
 
-/// Under CI a missing Prometheus fails; elsewhere the test says it skipped.
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is missing under CI"
-        );
-        eprintln!("SKIPPED: {tool} not installed (apt-get install prometheus)");
-    }
-    found
-}
-
 struct Prometheus(Child);
 
 impl Drop for Prometheus {
@@ -50,7 +32,7 @@ async fn query(c: &reqwest::Client, base: &str, promql: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_gateway_and_a_sidecar() {
-    if !have("prometheus") {
+    if !have_tool("prometheus") {
         return;
     }
     let pod = upstream().await;
@@ -180,14 +162,7 @@ async fn alert_rules_pass_promtool_and_use_only_real_metrics() {
     assert_eq!(r.status(), 431);
     std::fs::write(&gw.config_path, "services: [").unwrap();
     assert!(gw.gateway.reload().is_err());
-    let exposed = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exposed = get_text(gw.admin_url("/metrics")).await;
     let exposed = metric_names(&exposed);
     for name in metric_names(&rules)
         .iter()
@@ -200,7 +175,7 @@ async fn alert_rules_pass_promtool_and_use_only_real_metrics() {
         );
     }
 
-    if have("promtool") {
+    if have_tool("promtool") {
         let out = Command::new("promtool")
             .args(["check", "rules", "config/prometheus/alerts.yaml"])
             .output()

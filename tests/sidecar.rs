@@ -114,14 +114,8 @@ async fn four_closed_loop_clients_are_reported_as_about_4() {
     for _ in 0..3 {
         readings.push(sidecar.report());
         // The admin port says the same, as JSON.
-        let json: sluice::sidecar::LoadReport = client()
-            .get(&stats_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let json: sluice::sidecar::LoadReport =
+            serde_json::from_value(get_json(stats_url.clone()).await).unwrap();
         readings.push(json);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -215,18 +209,16 @@ async fn sigterm_under_steady_load_loses_no_request_and_the_process_exits() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let addr = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap();
-            if let Some(line) = text.lines().find(|l| l.contains("sluice sidecar started")) {
-                let start = line.find("listen=").unwrap() + "listen=".len();
-                break line[start..].split_whitespace().next().unwrap().to_string();
-            }
-            assert!(Instant::now() < deadline, "sidecar did not start:\n{text}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let addr = poll_until(Duration::from_secs(10), "the sidecar starts", || async {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("sluice sidecar started"))
+            .ok_or(text.clone())?;
+        let start = line.find("listen=").unwrap() + "listen=".len();
+        Ok(line[start..].split_whitespace().next().unwrap().to_string())
+    })
+    .await;
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|_| {
@@ -268,17 +260,12 @@ async fn sigterm_under_steady_load_loses_no_request_and_the_process_exits() {
         codes.iter().all(|&c| c == 200),
         "a request failed during the drain: {codes:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sidecar did not exit after its drain period"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = wait_for_exit(
+        &mut child,
+        Duration::from_secs(10),
+        "the sidecar exits after its drain period",
+    )
+    .await;
     assert!(exit.success(), "{exit}");
     assert!(std::fs::read_to_string(&log)
         .unwrap()
@@ -348,18 +335,19 @@ services:
         })
         .collect();
     let status = |gw: &TestGateway| gw.gateway.shared().routes.load().services()[0].scaler_status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (sa, sb) = (status(&a), status(&b));
-        if sa.desired == 6 && sb.desired == 6 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "both gateways should want 6 pods for 6 clients: {sa:?} {sb:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        Duration::from_secs(20),
+        "both gateways want 6 pods for 6 clients",
+        || async {
+            let (sa, sb) = (status(&a), status(&b));
+            if sa.desired == 6 && sb.desired == 6 {
+                Ok(())
+            } else {
+                Err(format!("{sa:?} {sb:?}"))
+            }
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     join_all(clients).await;
     a.gateway.shutdown(Duration::from_secs(5)).await;

@@ -73,20 +73,95 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Polls `attempt` until it gives `Ok`, for at most `within`; on timeout the
+/// panic says `what` and the last `Err` (what was seen instead).
+pub async fn poll_until<T, F, Fut>(within: Duration, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out waiting for: {what} (last seen: {seen})")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// Waits for `check` to hold, polling, for at most `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    poll_until(within, what, || {
+        let fut = check();
+        async move { fut.await.then_some(()).ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// Waits for a child process to exit, for at most `within`.
+pub async fn wait_for_exit(
+    child: &mut std::process::Child,
+    within: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
-        if check().await {
-            return;
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A GET's body as text.
+pub async fn get_text(url: String) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A GET's body as JSON.
+pub async fn get_json(url: String) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Whether a tool the test command installs is here. Under CI a missing
+/// tool fails the test; elsewhere the test says it skipped.
+pub fn have_tool(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is missing under CI"
+        );
+        eprintln!("SKIPPED: {tool} is not installed (apt-get install prometheus)");
+    }
+    found
 }
 
 /// A metric's value from Prometheus text, by exact series (name and labels).
