@@ -7,6 +7,7 @@ pub mod autoscaler;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod kubernetes;
 pub mod metrics;
 pub mod pods;
 pub mod predictor;

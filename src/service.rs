@@ -4,6 +4,7 @@
 use crate::actuator::{Actuator, ProcessActuator, StaticActuator};
 use crate::autoscaler::{ScalerStatus, Spec};
 use crate::config::{Backend, Config, MetricsSource, ServiceConfig};
+use crate::kubernetes::{Cluster, KubernetesActuator};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::pods::Dispatcher;
 use crate::routing::RouteTable;
@@ -49,14 +50,19 @@ pub struct ServiceSettings {
 impl Service {
     /// Creates the service, its actuator and (if it can scale) its
     /// autoscaler task. Must run inside the tokio runtime.
-    pub fn new(sc: &ServiceConfig, config: &Config, metrics: &Metrics) -> Arc<Self> {
+    pub fn new(
+        sc: &ServiceConfig,
+        config: &Config,
+        metrics: &Metrics,
+        cluster: &Arc<Cluster>,
+    ) -> Arc<Self> {
         let settings = ServiceSettings::resolve(sc, config);
         let dispatcher = Dispatcher::new(
             sc.container_concurrency,
             settings.queue_depth,
             fastrand::Rng::new(),
         );
-        let actuator = actuator_for(sc, &settings, &dispatcher);
+        let actuator = actuator_for(sc, &settings, &dispatcher, cluster);
         let service = Arc::new(Service {
             metrics: metrics.service(&sc.name, &sc.namespace),
             name: sc.name.as_str().into(),
@@ -75,22 +81,26 @@ impl Service {
     /// Applies a reloaded configuration in place: requests in flight and pods
     /// that remain are not disturbed. A changed backend gets a new actuator;
     /// the old one drains and stops its replicas.
-    pub fn update(self: &Arc<Self>, sc: &ServiceConfig, config: &Config) {
+    pub fn update(self: &Arc<Self>, sc: &ServiceConfig, config: &Config, cluster: &Arc<Cluster>) {
         let settings = ServiceSettings::resolve(sc, config);
         self.dispatcher
             .set_limits(sc.container_concurrency, settings.queue_depth);
-        let old_backend = self.settings().config.backend.clone();
-        if old_backend != sc.backend {
+        let old = self.settings().config.clone();
+        let old_backend = &old.backend;
+        // A Kubernetes actuator reads the sidecars' port from the service.
+        let kube_metrics_changed = sc.backend.kubernetes.is_some()
+            && (old.metrics != sc.metrics || old.pod_metrics_port != sc.pod_metrics_port);
+        if *old_backend != sc.backend || kube_metrics_changed {
             // A new static list keeps the pods that remain (counts and
             // connections); otherwise the old pods get no new requests (those
             // in flight finish) and the new actuator starts at once with what
             // the service wants now.
-            let static_to_static =
-                old_backend.static_pods.is_some() && sc.backend.static_pods.is_some();
-            if !static_to_static {
+            let same_pods = (old_backend.static_pods.is_some() && sc.backend.static_pods.is_some())
+                || same_kube_pods(old_backend, &sc.backend);
+            if !same_pods {
                 self.dispatcher.set_pods(&[]);
             }
-            let next = actuator_for(sc, &settings, &self.dispatcher);
+            let next = actuator_for(sc, &settings, &self.dispatcher, cluster);
             next.scale(self.scaler_status().desired.max(settings.spec.min_replicas));
             let old = std::mem::replace(&mut *self.actuator_lock(), next);
             tokio::spawn(old.shutdown());
@@ -195,8 +205,19 @@ fn actuator_for(
     sc: &ServiceConfig,
     settings: &ServiceSettings,
     dispatcher: &Arc<Dispatcher>,
+    cluster: &Arc<Cluster>,
 ) -> Arc<dyn Actuator> {
     match &sc.backend {
+        Backend {
+            kubernetes: Some(kube),
+            ..
+        } => Arc::new(KubernetesActuator::new(
+            cluster.clone(),
+            &sc.namespace,
+            kube,
+            (sc.metrics == MetricsSource::Pods).then_some(sc.pod_metrics_port),
+            dispatcher.clone(),
+        )),
         Backend {
             process: Some(process),
             ..
@@ -215,6 +236,16 @@ fn actuator_for(
             Arc::new(actuator)
         }
     }
+}
+
+/// Both read the same Service's EndpointSlices and send to the same port.
+fn same_kube_pods(old: &Backend, new: &Backend) -> bool {
+    let pods = |b: &Backend| {
+        b.kubernetes
+            .as_ref()
+            .map(|k| (k.service_name().to_string(), k.port))
+    };
+    pods(old).is_some() && pods(old) == pods(new)
 }
 
 /// With `metrics: pods`, each static pod's sidecar reports on the pod's host

@@ -22,6 +22,19 @@ pub trait Actuator: Send + Sync + std::fmt::Debug {
     /// in the background.
     fn scale(&self, replicas: u32);
 
+    /// A request is held and no replica is ready: make sure `replicas` are
+    /// coming. Unlike `scale`, any gateway may do this (not only the leader).
+    fn activate(&self, replicas: u32) {
+        self.scale(replicas);
+    }
+
+    /// Why the actuator cannot see or change its replicas right now (e.g. the
+    /// Kubernetes API is unreachable). While it says so, the autoscaler does
+    /// not scale down on what may be stale knowledge.
+    fn unhealthy(&self) -> Option<String> {
+        None
+    }
+
     /// Whether `scale` does anything (a static list does not scale).
     fn scales(&self) -> bool;
 

@@ -37,7 +37,15 @@ pub async fn handle<B>(
             "text/plain",
             "draining\n".into(),
         ),
-        "/readyz" => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        // Still ready while the Kubernetes API is unreachable: requests are
+        // served with the pods last known. The detail says so.
+        "/readyz" => {
+            let mut body = String::from("ready\n");
+            for problem in shared.cluster.health().problems() {
+                body.push_str(&format!("kubernetes: {problem}\n"));
+            }
+            text(StatusCode::OK, "text/plain", body)
+        }
         "/status" => {
             let status = Status::read(&shared);
             let body = serde_json::to_string_pretty(&status).expect("status serializes");

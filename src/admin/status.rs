@@ -9,7 +9,24 @@ use serde::{Deserialize, Serialize};
 pub struct Status {
     pub listen: String,
     pub draining: bool,
+    /// Who leads autoscaling.
+    #[serde(default)]
+    pub leader: LeaderStatus,
+    /// Kubernetes API watches or calls failing now, one line each.
+    #[serde(default)]
+    pub kubernetes_problems: Vec<String>,
     pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderStatus {
+    /// Whether gateways elect a leader (else each one leads).
+    pub election: bool,
+    pub identity: String,
+    /// The lease's holder as last read.
+    pub holder: Option<String>,
+    pub is_leader: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,9 +107,17 @@ impl Status {
                 }
             })
             .collect();
+        let leadership = shared.cluster.leadership();
         Status {
             listen: config.listen.to_string(),
             draining: shared.is_draining(),
+            leader: LeaderStatus {
+                election: leadership.is_elected(),
+                identity: leadership.identity().to_string(),
+                holder: leadership.holder(),
+                is_leader: leadership.is_leader(),
+            },
+            kubernetes_problems: shared.cluster.health().problems(),
             services,
         }
     }

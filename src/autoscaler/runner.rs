@@ -48,7 +48,7 @@ pub async fn run(service: Arc<Service>) {
                     desired = 1;
                     info!(service = service.name(), desired, "activating: a request is held and no replica is ready");
                 }
-                service.actuator().scale(desired);
+                service.actuator().activate(desired);
                 service.set_scaler_status(ScalerStatus { desired, ..service.scaler_status() });
                 continue;
             }
@@ -92,7 +92,7 @@ pub async fn run(service: Arc<Service>) {
         }
         samples_since_decision = 0;
         let ready = service.dispatcher().pods().len() as u32;
-        let decision = decide(spec, &history, ready, panic, now);
+        let mut decision = decide(spec, &history, ready, panic, now);
         if decision.panic.last_over.is_some() != panic.last_over.is_some() {
             let state = if decision.panic.last_over.is_some() {
                 "entering"
@@ -102,6 +102,14 @@ pub async fn run(service: Arc<Service>) {
             info!(service = service.name(), "{state} panic mode");
         }
         panic = decision.panic;
+        if decision.desired < desired {
+            if let Some(why) = service.actuator().unhealthy() {
+                // What is known about the pods may be stale: never scale down
+                // (let alone to zero) on it.
+                warn!(service = service.name(), from = desired, to = decision.desired, %why, "not scaling down while the backend cannot be seen");
+                decision.desired = desired;
+            }
+        }
         if decision.desired != desired {
             info!(service = service.name(), from = desired, to = decision.desired, ready, reason = %decision.reason, "scaling");
             desired = decision.desired;

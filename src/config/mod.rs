@@ -3,13 +3,15 @@
 //! Parsing rejects unknown fields; [`validate`] then checks what types cannot say
 //! (ranges, uniqueness, addresses) and names the field of every problem.
 
+mod kubernetes;
 mod size;
 mod types;
 mod validate;
 
+pub use self::kubernetes::*;
 pub use self::size::ByteSize;
 pub use self::types::*;
-pub use self::validate::validate;
+pub use self::validate::{validate, validate_service_config};
 
 use std::path::{Path, PathBuf};
 

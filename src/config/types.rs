@@ -1,6 +1,6 @@
 //! The typed shape of the configuration file. Every struct rejects unknown fields.
 
-use super::ByteSize;
+use super::{ByteSize, KubernetesBackend, KubernetesSettings};
 use serde::{de, Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +21,8 @@ pub struct Config {
     pub autoscaler: AutoscalerDefaults,
     #[serde(default)]
     pub gateway: GatewaySettings,
+    #[serde(default)]
+    pub kubernetes: KubernetesSettings,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
 }
@@ -93,7 +95,8 @@ pub struct ServiceConfig {
     /// the pods' sidecars (which see the traffic of every gateway).
     #[serde(default)]
     pub metrics: MetricsSource,
-    /// With `metrics: pods` and a static backend: the sidecars' admin port.
+    /// With `metrics: pods` and a static or kubernetes backend: the
+    /// sidecars' admin port.
     #[serde(default = "defaults::pod_metrics_port")]
     pub pod_metrics_port: u16,
     pub backend: Backend,
@@ -151,6 +154,9 @@ pub struct Backend {
     /// Local child processes started and stopped by sluice.
     #[serde(default)]
     pub process: Option<ProcessBackend>,
+    /// A Deployment's pods, scaled through its `scale` subresource.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesBackend>,
 }
 
 /// Replicas as local processes. In `command`, `{port}` is the replica's

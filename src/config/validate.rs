@@ -20,6 +20,7 @@ pub fn validate(config: &Config) -> Vec<String> {
         ));
     }
     validate_autoscaler(config, &mut problems);
+    validate_kubernetes(config, &mut problems);
     let g = &config.gateway;
     if g.queue_depth == 0 {
         problems.push("gateway.queueDepth: must be at least 1".into());
@@ -108,6 +109,58 @@ fn validate_autoscaler(config: &Config, problems: &mut Vec<String>) {
     }
 }
 
+fn validate_kubernetes(config: &Config, problems: &mut Vec<String>) {
+    let election = &config.kubernetes.leader_election;
+    let (lease, renew, retry) = (
+        election.lease_duration.0,
+        election.renew_deadline.0,
+        election.retry_period.0,
+    );
+    if retry.is_zero() {
+        problems.push("kubernetes.leaderElection.retryPeriod: must be positive".into());
+    }
+    // A leader must give up before its lease can expire for the others, and
+    // must get more than one try to renew before it gives up.
+    if renew <= retry {
+        problems.push(format!(
+            "kubernetes.leaderElection.renewDeadline: {renew:?} must be longer than retryPeriod ({retry:?})"
+        ));
+    }
+    if lease <= renew {
+        problems.push(format!(
+            "kubernetes.leaderElection.leaseDuration: {lease:?} must be longer than renewDeadline ({renew:?})"
+        ));
+    }
+    if !is_dns_subdomain(&election.lease_name) {
+        problems.push(format!(
+            "kubernetes.leaderElection.leaseName: {:?} is not a valid Kubernetes name",
+            election.lease_name
+        ));
+    }
+    let isvc = &config.kubernetes.inference_services;
+    if isvc.port == 0 {
+        problems.push("kubernetes.inferenceServices.port: must not be 0".into());
+    }
+    for (i, ns) in isvc.namespaces.iter().enumerate() {
+        if !is_dns_label(ns) {
+            problems.push(format!(
+                "kubernetes.inferenceServices.namespaces[{i}]: {ns:?} is not a valid namespace"
+            ));
+        }
+    }
+}
+
+/// The problems of one service on its own (not against the others), e.g.
+/// for a service read from an InferenceService.
+pub fn validate_service_config(s: &ServiceConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    validate_service("", s, &mut problems);
+    problems
+        .into_iter()
+        .map(|p| p.trim_start_matches('.').to_string())
+        .collect()
+}
+
 fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
     if !is_dns_label(&s.name) {
         problems.push(format!(
@@ -163,11 +216,30 @@ fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
 
 fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
     let backend = &s.backend;
-    let kinds = usize::from(backend.static_pods.is_some()) + usize::from(backend.process.is_some());
+    let kinds = usize::from(backend.static_pods.is_some())
+        + usize::from(backend.process.is_some())
+        + usize::from(backend.kubernetes.is_some());
     if kinds != 1 {
         problems.push(format!(
-            "{at}.backend: exactly one of static or process is required"
+            "{at}.backend: exactly one of static, process or kubernetes is required"
         ));
+    }
+    if let Some(kube) = &backend.kubernetes {
+        if !is_dns_subdomain(&kube.deployment) {
+            problems.push(format!(
+                "{at}.backend.kubernetes.deployment: {:?} is not a valid Kubernetes name",
+                kube.deployment
+            ));
+        }
+        if kube.service.as_deref().is_some_and(|n| !is_dns_label(n)) {
+            problems.push(format!(
+                "{at}.backend.kubernetes.service: {:?} is not a valid Service name",
+                kube.service.as_deref().unwrap_or_default()
+            ));
+        }
+        if kube.port == 0 {
+            problems.push(format!("{at}.backend.kubernetes.port: must not be 0"));
+        }
     }
     if let Some(pods) = &backend.static_pods {
         if pods.is_empty() {
@@ -231,6 +303,11 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// A Kubernetes object name: DNS labels joined by dots, at most 253.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 fn is_host_name(s: &str) -> bool {
@@ -365,7 +442,8 @@ services:
         let p = problems("services:\n  - name: a\n    backend: {}\n");
         assert!(
             p.iter()
-                .any(|x| x.contains("services[0].backend: exactly one of static or process")),
+                .any(|x| x
+                    .contains("services[0].backend: exactly one of static, process or kubernetes")),
             "{p:?}"
         );
     }

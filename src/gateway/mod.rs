@@ -32,6 +32,7 @@ pub struct Gateway {
     data_server: JoinHandle<()>,
     admin_server: JoinHandle<()>,
     watcher: Option<JoinHandle<()>>,
+    inference_services: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,20 @@ impl Gateway {
             .map(|s| format!("{}/{}", s.namespace, s.name))
             .collect();
         let shared = Shared::new(config);
+        shared.cluster.start();
+        let inference_services = shared
+            .cluster
+            .settings()
+            .inference_services
+            .enabled
+            .then(|| {
+                let publish_to = shared.clone();
+                tokio::spawn(crate::kubernetes::watch_inference_services(
+                    shared.cluster.clone(),
+                    shared.config().domain.clone(),
+                    move |services| publish_to.set_discovered(services),
+                ))
+            });
         let (stop, stopped) = watch::channel(false);
 
         let data_shared = shared.clone();
@@ -107,6 +122,7 @@ impl Gateway {
             data_server,
             admin_server,
             watcher,
+            inference_services,
         })
     }
 
@@ -136,8 +152,11 @@ impl Gateway {
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.shared.start_draining();
         let _ = self.stop.send(true);
-        if let Some(watcher) = self.watcher {
-            watcher.abort();
+        for task in [self.watcher, self.inference_services]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         let drained = tokio::time::timeout(grace, async {
             let _ = self.data_server.await;

@@ -1,14 +1,15 @@
 //! What every request and the admin endpoints share: the routing table, the
 //! gateway settings, the upstream client and the metrics. Swapped, never locked.
 
-use crate::config::{Config, GatewaySettings};
+use crate::config::{Config, GatewaySettings, ServiceConfig};
+use crate::kubernetes::Cluster;
 use crate::metrics::{LiveCollector, Metrics};
 use crate::routing::RouteTable;
 use crate::service::{Routes, Service};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{info, warn};
 
 #[derive(Debug)]
@@ -16,7 +17,14 @@ pub struct Shared {
     pub routes: Arc<ArcSwap<Routes>>,
     pub settings: ArcSwap<GatewaySettings>,
     pub metrics: Metrics,
+    pub cluster: Arc<Cluster>,
+    /// The configuration file as last applied.
     config: ArcSwap<Config>,
+    /// Services read from Kubernetes (InferenceServices), served beside
+    /// the file's.
+    discovered: Mutex<Vec<ServiceConfig>>,
+    /// One change at a time: a reload and a Kubernetes update may race.
+    applying: Mutex<()>,
     draining: AtomicBool,
 }
 
@@ -24,8 +32,12 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let empty = RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, &str)>()).0;
         let routes = Arc::new(ArcSwap::from_pointee(empty));
+        let metrics = Metrics::new(LiveCollector::new(routes.clone()));
         let shared = Arc::new(Shared {
-            metrics: Metrics::new(LiveCollector::new(routes.clone())),
+            cluster: Cluster::new(config.kubernetes.clone(), metrics.kubernetes.clone()),
+            metrics,
+            discovered: Mutex::new(Vec::new()),
+            applying: Mutex::new(()),
             routes,
             settings: ArcSwap::from_pointee(config.gateway.clone()),
             config: ArcSwap::from_pointee(config.clone()),
@@ -39,10 +51,36 @@ impl Shared {
     /// place (their pods keep counts and pooled connections); the routing
     /// table is then swapped whole, so a request sees the old or the new one.
     pub fn apply(&self, config: Config) {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
         let old = self.config.load_full();
         if old.listen != config.listen || old.admin != config.admin {
             warn!("listen and admin addresses change only on restart; keeping the old ones");
         }
+        if old.kubernetes != config.kubernetes {
+            warn!("the kubernetes section changes only on restart; keeping the old one");
+        }
+        let discovered = self.discovered_lock().clone();
+        self.serve(&with_discovered(&config, &discovered));
+        self.settings.store(Arc::new(config.gateway.clone()));
+        self.config.store(Arc::new(config));
+    }
+
+    /// Serves these services from Kubernetes beside the file's (which win a
+    /// clash of name or host).
+    pub fn set_discovered(&self, services: Vec<ServiceConfig>) {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        *self.discovered_lock() = services.clone();
+        self.serve(&with_discovered(&self.config.load(), &services));
+    }
+
+    fn discovered_lock(&self) -> std::sync::MutexGuard<'_, Vec<ServiceConfig>> {
+        self.discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the routing table serve exactly `config.services`.
+    fn serve(&self, config: &Config) {
         let routes = self.routes.load_full();
         let existing: HashMap<(&str, &str), &Arc<Service>> = routes
             .services()
@@ -53,10 +91,10 @@ impl Shared {
         for sc in &config.services {
             let service = match existing.get(&(sc.name.as_str(), sc.namespace.as_str())) {
                 Some(service) => {
-                    service.update(sc, &config);
+                    service.update(sc, config, &self.cluster);
                     Arc::clone(service)
                 }
-                None => Service::new(sc, &config, &self.metrics),
+                None => Service::new(sc, config, &self.metrics, &self.cluster),
             };
             services.push(service);
         }
@@ -83,8 +121,6 @@ impl Shared {
             );
             tokio::spawn(service.retire());
         }
-        self.settings.store(Arc::new(config.gateway.clone()));
-        self.config.store(Arc::new(config));
     }
 
     /// Stops every service's autoscaler and drains and stops its replicas.
@@ -92,6 +128,7 @@ impl Shared {
         let routes = self.routes.load_full();
         let stops: Vec<_> = routes.services().iter().map(|s| s.retire()).collect();
         futures_util::future::join_all(stops).await;
+        self.cluster.shutdown().await;
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -105,4 +142,36 @@ impl Shared {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
+
+/// The file's services, then the discovered ones that clash with none of
+/// them by name or host.
+fn with_discovered(file: &Config, discovered: &[ServiceConfig]) -> Config {
+    let mut config = file.clone();
+    let mut names: HashSet<(String, String)> = HashSet::new();
+    let mut hosts: HashSet<String> = HashSet::new();
+    let hosts_of = |s: &ServiceConfig| {
+        std::iter::once(s.default_host(&file.domain))
+            .chain(s.hosts.iter().map(|h| h.to_ascii_lowercase()))
+            .collect::<Vec<_>>()
+    };
+    for s in &file.services {
+        names.insert((s.namespace.clone(), s.name.clone()));
+        hosts.extend(hosts_of(s));
+    }
+    for s in discovered {
+        let key = (s.namespace.clone(), s.name.clone());
+        if names.contains(&key) || hosts_of(s).iter().any(|h| hosts.contains(h)) {
+            warn!(
+                service = %s.name,
+                namespace = %s.namespace,
+                "InferenceService clashes with a service of the configuration file, which wins"
+            );
+            continue;
+        }
+        names.insert(key);
+        hosts.extend(hosts_of(s));
+        config.services.push(s.clone());
+    }
+    config
 }

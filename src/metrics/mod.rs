@@ -5,8 +5,10 @@
 //! from the pods' own counters at scrape time by [`LiveCollector`], so they
 //! cannot drift and a removed pod's series goes away with it.
 
+mod kubernetes;
 mod live;
 
+pub use self::kubernetes::KubernetesMetrics;
 pub use self::live::LiveCollector;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -58,6 +60,7 @@ pub struct Metrics {
     retries: Family<ServiceLabels, Counter>,
     unrouted: Counter,
     reloads: Family<ReloadLabels, Counter>,
+    pub kubernetes: KubernetesMetrics,
 }
 
 /// One service's handles, taken once so the request path does no registry work
@@ -113,8 +116,10 @@ impl Metrics {
             "Configuration reloads, by result",
             reloads.clone(),
         );
+        let kubernetes = KubernetesMetrics::register(&mut registry);
         registry.register_collector(Box::new(live));
         Metrics {
+            kubernetes,
             registry,
             requests,
             durations,

@@ -1,0 +1,151 @@
+//! sluice on Kubernetes: the `kubernetes` actuator (a Deployment's scale
+//! subresource, ready pods from EndpointSlices), leader election among
+//! gateway replicas, and services read from KServe InferenceServices.
+//!
+//! Everything talks to the API server through kube-rs. When the API server
+//! cannot be reached, the gateway keeps serving with what it last knew,
+//! retries with backoff, and reports the condition (`/readyz`, logs,
+//! `sluice_kubernetes_api_reachable`).
+
+mod actuator;
+mod election;
+mod elector;
+mod endpoints;
+mod health;
+mod inference;
+
+pub use self::actuator::KubernetesActuator;
+pub use self::election::{step, Leadership, Step};
+pub use self::endpoints::{endpoints_of, Endpoint};
+pub use self::health::ApiHealth;
+pub use self::inference::{service_from_inference_service, watch_inference_services};
+
+use crate::config::KubernetesSettings;
+use crate::metrics::KubernetesMetrics;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+/// What every Kubernetes part of a gateway shares: one client (connected on
+/// first use), the API's health, and who leads autoscaling.
+pub struct Cluster {
+    settings: KubernetesSettings,
+    client: OnceCell<kube::Client>,
+    health: ApiHealth,
+    leadership: Leadership,
+    metrics: KubernetesMetrics,
+    elector: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("connected", &self.client.initialized())
+            .field("leadership", &self.leadership)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Nothing is contacted until a part asks for the client.
+    pub fn new(settings: KubernetesSettings, metrics: KubernetesMetrics) -> Arc<Cluster> {
+        let election = &settings.leader_election;
+        let leadership = if election.enabled {
+            Leadership::elected(election::identity(election.identity.as_deref()))
+        } else {
+            Leadership::always()
+        };
+        metrics.set_leader(leadership.is_leader());
+        Arc::new(Cluster {
+            health: ApiHealth::new(metrics.clone()),
+            settings,
+            client: OnceCell::new(),
+            leadership,
+            metrics,
+            elector: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Starts the leader election, if it is enabled. Must run in the runtime.
+    pub fn start(self: &Arc<Self>) {
+        if self.settings.leader_election.enabled {
+            let task = tokio::spawn(elector::run(self.clone()));
+            *self.elector.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        }
+    }
+
+    /// Stops the election and hands the lease back, so that another gateway
+    /// takes over at once rather than after the lease expires.
+    pub async fn shutdown(&self) {
+        let task = self
+            .elector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            elector::release(self).await;
+        }
+    }
+
+    /// The client, connected on first use (in-cluster, or a kubeconfig). A
+    /// failure is reported and tried again on the next call.
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        let connect = || async {
+            let config = match &self.settings.kubeconfig {
+                Some(path) => {
+                    let file = kube::config::Kubeconfig::read_from(path)
+                        .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                    kube::Config::from_custom_kubeconfig(file, &Default::default())
+                        .await
+                        .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                }
+                None => kube::Config::infer()
+                    .await
+                    .map_err(|e| format!("no Kubernetes configuration: {e}"))?,
+            };
+            let url = config.cluster_url.clone();
+            let client = kube::Client::try_from(config)
+                .map_err(|e| format!("Kubernetes client for {url}: {e}"))?;
+            info!(api = %url, namespace = client.default_namespace(), "Kubernetes client ready");
+            Ok::<_, String>(client)
+        };
+        match self.client.get_or_try_init(connect).await {
+            Ok(client) => {
+                self.health.succeeded("client");
+                Ok(client.clone())
+            }
+            Err(e) => {
+                self.health.failed("client", "connect", &e);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn settings(&self) -> &KubernetesSettings {
+        &self.settings
+    }
+
+    pub fn health(&self) -> &ApiHealth {
+        &self.health
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    pub fn metrics(&self) -> &KubernetesMetrics {
+        &self.metrics
+    }
+}
+
+/// Whether a Kubernetes API error is a resourceVersion conflict (someone
+/// else wrote first): read again and decide again.
+pub(crate) fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+pub(crate) fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
