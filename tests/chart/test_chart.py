@@ -70,28 +70,62 @@ def test_defaults_expose_the_tutorials_nodeport_with_a_locked_down_gateway():
 
 def test_rbac_is_minimal_and_namespaced_by_default():
     docs = render({})
-    role = find(docs, "Role")[0]
+    role = find(docs, "Role", "sluice")[0]
     assert role["metadata"]["namespace"] == NAMESPACE
     rules = {(r["apiGroups"][0], r["resources"][0]): sorted(r["verbs"]) for r in role["rules"]}
     assert rules == {
-        ("apps", "deployments/scale"): ["get", "patch", "update"],
-        ("discovery.k8s.io", "endpointslices"): ["get", "list", "watch"],
-        ("serving.kserve.io", "inferenceservices"): ["get", "list", "watch"],
-        ("coordination.k8s.io", "leases"): ["create", "get", "update"],
+        ("apps", "deployments/scale"): ["get", "update"],
+        ("discovery.k8s.io", "endpointslices"): ["list", "watch"],
+        ("serving.kserve.io", "inferenceservices"): ["list", "watch"],
     }
     assert not [d for d in docs if d["kind"] == "ClusterRole"]
+    assert not [d for d in docs if d["metadata"]["name"].endswith("leader-election")], "one gateway: no lease"
 
     docs = render({"rbac": {"namespaces": ["kserve-inference", "team-b"]}})
     assert sorted(r["metadata"]["namespace"] for r in find(docs, "Role")) == ["kserve-inference", "team-b"]
     assert len(find(docs, "RoleBinding")) == 2
+    # InferenceServices are watched only where the Roles allow it.
+    config = yaml.safe_load(find(docs, "ConfigMap")[0]["data"]["sluice.yaml"])
+    assert config["kubernetes"]["inferenceServices"]["namespaces"] == ["kserve-inference", "team-b"]
+
+
+def test_several_gateways_elect_a_leader_with_a_lease_in_their_own_namespace():
+    docs = render({"replicaCount": 3, "rbac": {"namespaces": ["kserve-inference"]}})
+    config = yaml.safe_load(find(docs, "ConfigMap")[0]["data"]["sluice.yaml"])
+    election = config["kubernetes"]["leaderElection"]
+    assert election == {"enabled": True, "leaseName": "sluice-autoscaler", "leaseNamespace": NAMESPACE}
+    role = find(docs, "Role", "sluice-leader-election")[0]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [{
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "create", "update"],
+    }]
+    binding = find(docs, "RoleBinding", "sluice-leader-election")[0]
+    assert binding["subjects"][0]["name"] == "sluice"
+    env = find(docs, "Deployment", "sluice")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+
+    one = yaml.safe_load(find(render({}), "ConfigMap")[0]["data"]["sluice.yaml"])
+    assert one["kubernetes"]["leaderElection"]["enabled"] is False
+    forced = yaml.safe_load(find(render({"leaderElection": {"enabled": True}}), "ConfigMap")[0]["data"]["sluice.yaml"])
+    assert forced["kubernetes"]["leaderElection"]["enabled"] is True
+
+
+def test_kubernetes_settings_belong_in_the_charts_values():
+    with pytest.raises(Exception, match="not config.kubernetes"):
+        render({"config": {"kubernetes": {"leaderElection": {"enabled": True}}}})
 
 
 def test_cluster_wide_rbac():
-    docs = render({"rbac": {"clusterWide": True}})
+    docs = render({"rbac": {"clusterWide": True}, "inferenceServices": {"enabled": True}})
     find(docs, "ClusterRole")
     binding = find(docs, "ClusterRoleBinding")[0]
     assert binding["subjects"][0]["namespace"] == NAMESPACE
     assert not [d for d in docs if d["kind"] == "Role"]
+    config = yaml.safe_load(find(docs, "ConfigMap")[0]["data"]["sluice.yaml"])
+    assert config["kubernetes"]["inferenceServices"]["enabled"] is True
+    assert config["kubernetes"]["inferenceServices"]["namespaces"] == [], "every namespace"
 
 
 def test_multi_replica_gets_a_disruption_budget_and_a_service_monitor_when_asked():
@@ -110,7 +144,12 @@ def test_the_rendered_configuration_passes_sluice_check():
         "maxReplicas": 8,
         "backend": {"static": ["10.0.0.7:8012"]},
     }]
-    docs = render({"config": {"domain": "example.com", "services": services}})
+    services.append({
+        "name": "iris",
+        "namespace": "kserve-inference",
+        "backend": {"kubernetes": {"deployment": "iris-predictor", "port": 8080}},
+    })
+    docs = render({"replicaCount": 2, "config": {"domain": "example.com", "services": services}})
     config = find(docs, "ConfigMap")[0]["data"]["sluice.yaml"]
     sluice = os.path.join(ROOT, "target", "debug", "sluice")
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
@@ -118,7 +157,7 @@ def test_the_rendered_configuration_passes_sluice_check():
         f.flush()
         checked = subprocess.run([sluice, "check", "--config", f.name], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    assert "ok (1 services)" in checked.stdout
+    assert "ok (2 services)" in checked.stdout
 
 
 def test_the_webhook_with_a_user_certificate():

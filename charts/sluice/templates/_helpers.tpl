@@ -42,3 +42,14 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* Whether the gateways elect an autoscaling leader: "auto" means when
+there is more than one of them. */}}
+{{- define "sluice.leaderElection" -}}
+{{- $enabled := .Values.leaderElection.enabled -}}
+{{- if eq (toString $enabled) "auto" -}}
+{{- gt (int .Values.replicaCount) 1 -}}
+{{- else -}}
+{{- $enabled | toString -}}
+{{- end -}}
+{{- end }}
