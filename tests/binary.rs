@@ -50,6 +50,61 @@ fn check_accepts_a_good_file_and_names_the_fields_of_a_bad_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `service`"));
 }
 
+#[test]
+fn every_shipped_configuration_passes_check() {
+    let mut files = vec![std::path::PathBuf::from("config/local.yaml")];
+    for entry in std::fs::read_dir("config/examples").unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    assert!(files.len() >= 6, "{files:?}");
+    for file in files {
+        let out = sluice()
+            .args(["check", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_names_the_fields_of_a_bad_kubernetes_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "kubernetes:\n  leaderElection: {enabled: true, leaseDuration: 5s, renewDeadline: 10s}\n\
+         services:\n  - name: m\n    backend:\n      kubernetes: {deployment: Bad_Name, port: 0}\n",
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "kubernetes.leaderElection.leaseDuration: 5s must be longer than renewDeadline (10s)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("services[0].backend.kubernetes.deployment: \"Bad_Name\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("services[0].backend.kubernetes.port: must not be 0"),
+        "{err}"
+    );
+}
+
 const MIB: u64 = 1 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,14 @@ pub trait Actuator: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether its replicas exist only because this sluice starts them (local
+    /// processes): then they start at minReplicas at once. A Deployment's
+    /// replicas exist without sluice and are left as they are until the
+    /// autoscaler's first decision.
+    fn owns_replicas(&self) -> bool {
+        true
+    }
+
     /// Whether `scale` does anything (a static list does not scale).
     fn scales(&self) -> bool;
 

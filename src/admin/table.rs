@@ -39,7 +39,20 @@ pub fn services_table(status: &Status) -> String {
             age(s.age_seconds),
         ]);
     }
-    render(&rows)
+    let mut text = render(&rows);
+    // Below the table: who leads autoscaling, and any Kubernetes API trouble.
+    if status.leader.election {
+        let holder = status.leader.holder.as_deref().unwrap_or("nobody");
+        let _ = writeln!(
+            text,
+            "\nautoscaling leader: {holder} (this gateway: {})",
+            status.leader.identity
+        );
+    }
+    for problem in &status.kubernetes_problems {
+        let _ = writeln!(text, "kubernetes: {problem}");
+    }
+    text
 }
 
 /// One line per replica of every service.
@@ -160,6 +173,28 @@ mod tests {
         assert!(
             pods.contains("redwine-week4-2   0/1     Starting   0           1          1s"),
             "{pods}"
+        );
+        assert_eq!(lines.len(), 2, "no leader line without an election");
+    }
+
+    #[test]
+    fn the_leader_and_kubernetes_trouble_show_below_the_table() {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "listen": "0.0.0.0:8080", "draining": false, "services": [],
+            "leader": {"election": true, "identity": "sluice-7d9-abc", "holder": "sluice-7d9-xyz", "isLeader": false},
+            "kubernetesProblems": ["lease sluice-autoscaler: failing for 3s: connection refused"]
+        }))
+        .unwrap();
+        let text = services_table(&status);
+        assert!(
+            text.contains("autoscaling leader: sluice-7d9-xyz (this gateway: sluice-7d9-abc)\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "kubernetes: lease sluice-autoscaler: failing for 3s: connection refused\n"
+            ),
+            "{text}"
         );
     }
 }

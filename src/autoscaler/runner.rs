@@ -23,11 +23,23 @@ pub async fn run(service: Arc<Service>) {
     let start = Instant::now();
     let mut history = History::new(service.settings().spec.stable_window);
     let mut panic = Panic::default();
-    let mut desired = service.settings().spec.min_replicas;
+    // Replicas this sluice starts itself begin at minReplicas at once; those
+    // that exist without it (a Deployment) are left as they are until the
+    // first decision, made on what is observed.
+    let owned = service.actuator().owns_replicas();
+    let mut desired = if owned {
+        service.settings().spec.min_replicas
+    } else {
+        service.dispatcher().pods().len() as u32
+    };
     // Decisions are counted in samples, not compared in time, so that timer
     // drift cannot stretch a 2 s tick to 3 s.
     let mut samples_since_decision = 0u32;
-    service.actuator().scale(desired);
+    // Whether the last decision was skipped because the backend could not be seen.
+    let mut blind = false;
+    if owned {
+        service.actuator().scale(desired);
+    }
     service.set_scaler_status(ScalerStatus {
         desired,
         ..Default::default()
@@ -91,8 +103,25 @@ pub async fn run(service: Arc<Service>) {
             continue;
         }
         samples_since_decision = 0;
+        if let Some(why) = service.actuator().unhealthy() {
+            // What is known about the pods may be stale (or not known yet):
+            // no decision on it, least of all to scale down or to zero.
+            // Requests held at zero still activate (above).
+            if !blind {
+                warn!(service = service.name(), desired, %why, "not scaling while the backend cannot be seen");
+            }
+            blind = true;
+            continue;
+        }
+        if blind {
+            info!(
+                service = service.name(),
+                "the backend can be seen again; scaling resumes"
+            );
+            blind = false;
+        }
         let ready = service.dispatcher().pods().len() as u32;
-        let mut decision = decide(spec, &history, ready, panic, now);
+        let decision = decide(spec, &history, ready, panic, now);
         if decision.panic.last_over.is_some() != panic.last_over.is_some() {
             let state = if decision.panic.last_over.is_some() {
                 "entering"
@@ -102,14 +131,6 @@ pub async fn run(service: Arc<Service>) {
             info!(service = service.name(), "{state} panic mode");
         }
         panic = decision.panic;
-        if decision.desired < desired {
-            if let Some(why) = service.actuator().unhealthy() {
-                // What is known about the pods may be stale: never scale down
-                // (let alone to zero) on it.
-                warn!(service = service.name(), from = desired, to = decision.desired, %why, "not scaling down while the backend cannot be seen");
-                decision.desired = desired;
-            }
-        }
         if decision.desired != desired {
             info!(service = service.name(), from = desired, to = decision.desired, ready, reason = %decision.reason, "scaling");
             desired = decision.desired;

@@ -31,7 +31,8 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct KubernetesActuator {
     shared: Arc<Shared>,
     dispatcher: Arc<Dispatcher>,
-    endpoints: Arc<Mutex<Vec<Endpoint>>>,
+    /// As last listed; `None` until the first list.
+    endpoints: Arc<Mutex<Option<Vec<Endpoint>>>>,
     desired: watch::Sender<Option<u32>>,
     counts: ReplicaCounts,
     tasks: Vec<JoinHandle<()>>,
@@ -71,7 +72,7 @@ impl KubernetesActuator {
             replicas: AtomicI64::new(-1),
             activating: AtomicBool::new(false),
         });
-        let endpoints = Arc::new(Mutex::new(Vec::new()));
+        let endpoints = Arc::new(Mutex::new(None));
         let (desired, wanted) = watch::channel(None);
         let tasks = vec![
             tokio::spawn(endpoints::watch(
@@ -90,6 +91,12 @@ impl KubernetesActuator {
             counts: ReplicaCounts::default(),
             tasks,
         }
+    }
+
+    fn lock_endpoints(&self) -> std::sync::MutexGuard<'_, Option<Vec<Endpoint>>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The Deployment's replica count as last read or written.
@@ -128,14 +135,16 @@ impl Actuator for KubernetesActuator {
         true
     }
 
+    fn owns_replicas(&self) -> bool {
+        false
+    }
+
     fn replicas(&self) -> Vec<ReplicaStatus> {
         let pods = self.dispatcher.pods();
-        let endpoints = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let endpoints = self.lock_endpoints();
         endpoints
             .iter()
+            .flatten()
             .map(|e| ReplicaStatus {
                 name: e.pod.clone(),
                 address: e.address.to_string(),
@@ -164,6 +173,12 @@ impl Actuator for KubernetesActuator {
     }
 
     fn unhealthy(&self) -> Option<String> {
+        if self.lock_endpoints().is_none() {
+            return Some(format!(
+                "the pods of {} are not listed yet",
+                self.shared.pods.health_source()
+            ));
+        }
         let health = self.shared.cluster.health();
         [self.shared.pods.health_source(), self.shared.scale_source()]
             .into_iter()

@@ -30,12 +30,20 @@ pub async fn run(cluster: Arc<Cluster>) {
         let started = Instant::now();
         // One round may not outlast the retry period: a hung API server must
         // not keep the loop from noticing that its deadline passed.
-        let round = tokio::time::timeout(
-            settings.retry_period.0,
-            try_acquire_or_renew(&cluster, &me, &mut observed),
-        )
-        .await
-        .unwrap_or_else(|_| Err("timed out".to_string()));
+        let mut round = Ok(None);
+        // A conflict means someone else wrote the lease between our read and
+        // write: read it again at once (once), to know who holds it now.
+        for _ in 0..2 {
+            round = tokio::time::timeout(
+                settings.retry_period.0,
+                try_acquire_or_renew(&cluster, &me, &mut observed),
+            )
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_string()));
+            if !matches!(round, Ok(None)) {
+                break;
+            }
+        }
         let source = format!("lease {}", settings.lease_name);
         match round {
             Ok(Some(Step::Renew)) | Ok(Some(Step::Acquire)) => {

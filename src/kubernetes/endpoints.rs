@@ -100,7 +100,7 @@ pub async fn watch(
     cluster: Arc<Cluster>,
     source: PodSource,
     dispatcher: Arc<Dispatcher>,
-    seen: Arc<Mutex<Vec<Endpoint>>>,
+    seen: Arc<Mutex<Option<Vec<Endpoint>>>>,
 ) {
     let health = source.health_source();
     let client = loop {
@@ -158,7 +158,7 @@ fn publish(
     source: &PodSource,
     slices: &BTreeMap<String, EndpointSlice>,
     dispatcher: &Dispatcher,
-    seen: &Mutex<Vec<Endpoint>>,
+    seen: &Mutex<Option<Vec<Endpoint>>>,
 ) {
     let endpoints = endpoints_of(slices.values(), source.port);
     let ready: Vec<Authority> = endpoints
@@ -183,7 +183,7 @@ fn publish(
             "pods changed"
         );
     }
-    *seen.lock().unwrap_or_else(PoisonError::into_inner) = endpoints;
+    *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(endpoints);
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! all on 127.0.0.1 port 0, and `eventually` instead of sleeps.
 #![allow(dead_code)]
 
+pub mod fake_kube;
 pub mod process;
 pub mod upstream;
 

@@ -38,7 +38,23 @@ pub struct Seen {
 }
 
 pub async fn upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_at("127.0.0.1:0").await
+}
+
+/// "Pods" with their own IPs and one port, as on a cluster: an upstream on
+/// each of `ips` (loopback addresses such as 127.0.0.2), all on one port.
+pub async fn pods_on_one_port(ips: &[&str]) -> Vec<Upstream> {
+    let first = upstream_at(&format!("{}:0", ips[0])).await;
+    let port = first.addr.port();
+    let mut pods = vec![first];
+    for ip in &ips[1..] {
+        pods.push(upstream_at(&format!("{ip}:{port}")).await);
+    }
+    pods
+}
+
+pub async fn upstream_at(addr: &str) -> Upstream {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
     let task = tokio::spawn({
