@@ -629,3 +629,51 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
     let text = get_text(gateway.admin_url("/metrics")).await;
     assert_eq!(metric(&text, "sluice_kubernetes_api_reachable"), Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_finds_its_cluster_through_kubeconfig_and_hands_back_its_lease_on_sigterm() {
+    let pods = pods_on_one_port(&["127.0.0.1"]).await;
+    let port = pods[0].addr.port();
+    let fake = FakeKube::start().await;
+    fake.apply(deployment(NS, DEPLOYMENT, 1));
+    fake.apply(slice(
+        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
+        port,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.write_kubeconfig(0, dir.path());
+    // No `kubernetes.kubeconfig`: found as kubectl finds it, through $KUBECONFIG.
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nkubernetes:\n{}services:\n  - name: model\n    namespace: {NS}\n    \
+         backend:\n      kubernetes: {{ deployment: {DEPLOYMENT}, port: {port} }}\n",
+        election("gw-a")
+    );
+    let gateway = support::process::GatewayProcess::start_with_env(
+        &yaml,
+        &[("KUBECONFIG", kubeconfig.as_os_str())],
+    );
+    eventually(Duration::from_secs(10), "leading and serving", || async {
+        let status = get_json(gateway.admin_url("/status")).await;
+        status["leader"]["isLeader"] == true && status["services"][0]["readyPods"] == 1
+    })
+    .await;
+    let response = send(client().get(gateway.url("/")).header("host", HOST)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(fake.lease_holder(LEASE_NS, LEASE).as_deref(), Some("gw-a"));
+
+    gateway.signal("TERM");
+    let mut gateway = gateway;
+    let status = support::wait_for_exit(
+        &mut gateway.child,
+        Duration::from_secs(20),
+        "exit on SIGTERM",
+    )
+    .await;
+    assert!(status.success(), "{}", gateway.log_text());
+    assert_eq!(
+        fake.lease_holder(LEASE_NS, LEASE),
+        None,
+        "the lease is handed back for another gateway to take at once"
+    );
+    assert_eq!(fake.replicas(NS, DEPLOYMENT), Some(1));
+}

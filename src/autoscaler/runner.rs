@@ -65,6 +65,12 @@ pub async fn run(service: Arc<Service>) {
                 continue;
             }
         }
+        if service.dispatcher().held() > 0 && service.dispatcher().pods().is_empty() {
+            // Still holding with no pod: ask again every second, in case the
+            // first activation was lost (e.g. the API server did not answer).
+            desired = desired.max(1);
+            service.actuator().activate(desired);
+        }
         let settings = service.settings_snapshot();
         let spec = &settings.spec;
         let now = start.elapsed();

@@ -24,8 +24,14 @@ use tracing::info;
 /// How often the leader re-reads the scale even when its decision has not
 /// changed, so that a count changed by someone else is put back.
 const RESYNC: Duration = Duration::from_secs(10);
-/// After a failed write, the next try.
-const RETRY: Duration = Duration::from_secs(1);
+/// After a failed read or write, the next try: doubling from the first to
+/// the last.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_LAST: Duration = Duration::from_secs(30);
+/// Longest a read-and-write of the scale may take: an API server that
+/// accepts and never answers must not stall this service's scaling for the
+/// client's own 295 s read timeout.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct KubernetesActuator {
@@ -121,7 +127,11 @@ impl Actuator for KubernetesActuator {
         }
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = raise_from_zero(&shared, replicas.max(1)).await {
+            let raised =
+                tokio::time::timeout(CALL_TIMEOUT, raise_from_zero(&shared, replicas.max(1)))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {CALL_TIMEOUT:?}")));
+            if let Err(e) = raised {
                 shared
                     .cluster
                     .health()
@@ -224,6 +234,7 @@ async fn keep_scale(shared: Arc<Shared>, mut wanted: watch::Receiver<Option<u32>
     let leadership = shared.cluster.leadership().clone();
     let mut leading = leadership.subscribe();
     let mut wait = Duration::ZERO;
+    let mut retry = RETRY_FIRST;
     loop {
         tokio::select! {
             changed = wanted.changed() => if changed.is_err() { return },
@@ -237,8 +248,15 @@ async fn keep_scale(shared: Arc<Shared>, mut wanted: watch::Receiver<Option<u32>
         if !leadership.is_leader() {
             continue;
         }
-        match set_replicas(&shared, want, || leadership.is_leader()).await {
+        let written = tokio::time::timeout(
+            CALL_TIMEOUT,
+            set_replicas(&shared, want, || leadership.is_leader()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {CALL_TIMEOUT:?}")));
+        match written {
             Ok(written) => {
+                retry = RETRY_FIRST;
                 shared.cluster.health().succeeded(&shared.scale_source());
                 if let Some(from) = written {
                     info!(namespace = %shared.namespace, deployment = %shared.deployment, from, to = want, "replicas written");
@@ -249,7 +267,8 @@ async fn keep_scale(shared: Arc<Shared>, mut wanted: watch::Receiver<Option<u32>
                     .cluster
                     .health()
                     .failed(&shared.scale_source(), "scale", &e);
-                wait = RETRY;
+                wait = retry;
+                retry = (retry * 2).min(RETRY_LAST);
             }
         }
     }

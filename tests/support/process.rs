@@ -23,12 +23,18 @@ pub fn sluice() -> Command {
 impl GatewayProcess {
     /// Starts `sluice gateway` on `yaml` and waits for its startup line.
     pub fn start(yaml: &str) -> GatewayProcess {
+        Self::start_with_env(yaml, &[])
+    }
+
+    /// As `start`, with extra environment variables.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &std::ffi::OsStr)]) -> GatewayProcess {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("sluice.yaml");
         std::fs::write(&config_path, yaml).unwrap();
         let mut child = sluice()
             .args(["gateway", "--config"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
