@@ -101,7 +101,9 @@ impl Service {
                 self.dispatcher.set_pods(&[]);
             }
             let next = actuator_for(sc, &settings, &self.dispatcher, cluster);
-            next.scale(self.scaler_status().desired.max(settings.spec.min_replicas));
+            if next.owns_replicas() {
+                next.scale(self.scaler_status().desired.max(settings.spec.min_replicas));
+            }
             let old = std::mem::replace(&mut *self.actuator_lock(), next);
             tokio::spawn(old.shutdown());
             info!(
@@ -216,6 +218,7 @@ fn actuator_for(
             &sc.namespace,
             kube,
             (sc.metrics == MetricsSource::Pods).then_some(sc.pod_metrics_port),
+            settings.spec.stable_window + settings.spec.scale_to_zero_grace,
             dispatcher.clone(),
         )),
         Backend {

@@ -464,10 +464,27 @@ async fn inference_services_that_opt_in_are_served_updated_and_removed() {
     fake.apply(other);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.write_kubeconfig(0, dir.path());
+    // Started while the API server is down: not ready until it has listed
+    // the InferenceServices, so that no request meets a 404 it should not.
+    fake.stop().await;
     let gateway = TestGateway::start(&format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nkubernetes:\n  kubeconfig: {}\n  inferenceServices: {{ enabled: true }}\n",
         kubeconfig.display()
     ))
+    .await;
+    let response = send(client().get(gateway.admin_url("/readyz"))).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "starting\nInferenceServices not listed yet\n"
+    );
+    fake.restart().await;
+    eventually(Duration::from_secs(10), "ready once listed", || async {
+        send(client().get(gateway.admin_url("/readyz")))
+            .await
+            .status()
+            == 200
+    })
     .await;
 
     fake.apply(inference_service(port, 8));
@@ -514,6 +531,52 @@ async fn inference_services_that_opt_in_are_served_updated_and_removed() {
         service_status(&gateway).await["maxReplicas"] == 3
     })
     .await;
+
+    // Changed into something sluice cannot serve: it keeps its last valid
+    // settings rather than going dark.
+    let mut invalid = inference_service(port, 3);
+    invalid["spec"]["predictor"]["minReplicas"] = 5.into();
+    fake.apply(invalid);
+    // Events come in order: once a later one is served, the edit was seen.
+    let mut marker = inference_service(port, 2);
+    marker["metadata"]["name"] = "marker".into();
+    fake.apply(marker);
+    let status = poll_until(
+        Duration::from_secs(10),
+        "the later InferenceService",
+        || async {
+            let status = get_json(gateway.admin_url("/status")).await;
+            let services = status["services"].as_array().cloned().unwrap_or_default();
+            let found = services
+                .iter()
+                .find(|s| s["name"] == "redwine-week4")
+                .cloned();
+            found
+                .filter(|_| services.len() == 2)
+                .ok_or(status["services"].to_string())
+        },
+    )
+    .await;
+    assert_eq!(
+        (
+            status["minReplicas"].as_u64(),
+            status["maxReplicas"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    fake.delete(
+        "serving.kserve.io/v1beta1",
+        "InferenceService",
+        KS,
+        "marker",
+    );
+    let response = send(
+        client()
+            .get(gateway.url("/v1/models/redwine-week4"))
+            .header("host", "redwine-week4.kserve-inference.example.com"),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
 
     // Deleted: no longer served; the Deployment is left alone.
     fake.delete(
@@ -594,6 +657,7 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
     );
 
     // Idle for longer than it takes to decide zero: still wanting 1.
+    // (Without the rule, it would decide 0 here.)
     let down_until = Instant::now() + Duration::from_secs(7);
     while Instant::now() < down_until {
         assert_eq!(service_status(&gateway).await["desired"], 1);
@@ -605,8 +669,28 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
         assert_eq!(response.status(), 200);
     }
 
-    // While it was down, a pod came up and the watch history was compacted:
-    // the watch resumes, gets 410 Gone, lists again and sees both pods.
+    // Back: the watch resumes quietly (no event); the failure clears.
+    fake.restart().await;
+    eventually(
+        Duration::from_secs(15),
+        "/readyz clear after a quiet resume",
+        || async { get_text(gateway.admin_url("/readyz")).await == "ready\n" },
+    )
+    .await;
+
+    // Down again; meanwhile a pod comes up and the watch history is
+    // compacted: the watch resumes, gets 410 Gone, lists again, sees both.
+    fake.stop().await;
+    eventually(
+        Duration::from_secs(10),
+        "the second outage seen",
+        || async {
+            get_text(gateway.admin_url("/readyz"))
+                .await
+                .contains("kubernetes:")
+        },
+    )
+    .await;
     fake.apply(slice(
         &[
             EndpointSpec::ready(&ip(&pods[0]), "model-a"),
@@ -676,4 +760,78 @@ async fn the_binary_finds_its_cluster_through_kubeconfig_and_hands_back_its_leas
         "the lease is handed back for another gateway to take at once"
     );
     assert_eq!(fake.replicas(NS, DEPLOYMENT), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_does_not_undo_a_followers_raise_from_zero() {
+    let pods = pods_on_one_port(&["127.0.0.1"]).await;
+    let port = pods[0].addr.port();
+    let fake = FakeKube::start().await;
+    fake.add_listener().await;
+    fake.apply(deployment(NS, DEPLOYMENT, 0));
+    fake.apply(slice(&[], port));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = |i: usize| {
+        let kubeconfig = fake.write_kubeconfig(i, dir.path());
+        config(
+            &kubeconfig,
+            port,
+            // After an activation the leader leaves the count for its stable
+            // window (and grace), even if it still wants zero.
+            "    minReplicas: 0\n    maxReplicas: 2\n    stableWindow: 30s\n",
+            &election(["gw-a", "gw-b"][i]),
+        )
+    };
+    let leader = TestGateway::start(&yaml(0)).await;
+    eventually(Duration::from_secs(10), "gw-a leads", || async {
+        is_leader(&leader).await
+    })
+    .await;
+    let follower = TestGateway::start(&yaml(1)).await;
+    // The leader has decided zero and seen the count at zero (it read the
+    // scale for a decision, after its start-up read).
+    eventually(
+        Duration::from_secs(10),
+        "the leader's decision of zero",
+        || async {
+            let requests = fake.requests();
+            let reads = requests.iter().filter(|r| {
+                r.listener == 0
+                    && r.method == http::Method::GET
+                    && r.path_and_query.contains("/scale")
+            });
+            reads.count() >= 2
+        },
+    )
+    .await;
+
+    // A request held at the follower raises the Deployment from zero.
+    let url = follower.url("/slow?ms=10");
+    let held =
+        tokio::spawn(async move { send(client().get(url).header("host", HOST)).await.status() });
+    eventually(Duration::from_secs(10), "raised to 1", || async {
+        fake.replicas(NS, DEPLOYMENT) == Some(1)
+    })
+    .await;
+    assert_eq!(fake.scale_writes().last().unwrap().listener, 1);
+
+    // The model takes a while to start. Meanwhile the idle leader still
+    // wants zero and re-reads the scale every 10 s: it must not put its zero
+    // back over the follower's activation.
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        assert_eq!(fake.replicas(NS, DEPLOYMENT), Some(1));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let writes: Vec<_> = fake
+        .scale_writes()
+        .iter()
+        .map(|w| (w.listener, w.from, w.to))
+        .collect();
+    assert!(writes.iter().all(|w| w.0 == 1), "{writes:?}");
+    fake.apply(slice(
+        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
+        port,
+    ));
+    assert_eq!(held.await.unwrap(), 200);
 }

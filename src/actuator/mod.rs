@@ -43,6 +43,13 @@ pub trait Actuator: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Whether it has learned its replicas at least once (a Kubernetes
+    /// backend has listed its pods). Until every service's has, the gateway
+    /// is not ready.
+    fn listed(&self) -> bool {
+        true
+    }
+
     /// Whether `scale` does anything (a static list does not scale).
     fn scales(&self) -> bool;
 

@@ -39,6 +39,13 @@ pub async fn handle<B>(
         ),
         // Still ready while the Kubernetes API is unreachable: requests are
         // served with the pods last known. The detail says so.
+        "/readyz" if !starting(&shared).is_empty() => {
+            let mut body = String::from("starting\n");
+            for waiting in starting(&shared) {
+                body.push_str(&format!("{waiting}\n"));
+            }
+            text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
+        }
         "/readyz" => {
             let mut body = String::from("ready\n");
             for problem in shared.cluster.health().problems() {
@@ -54,6 +61,27 @@ pub async fn handle<B>(
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not-found"}"#.into()),
     };
     Ok(response)
+}
+
+/// What a new gateway still waits for before it can route every request:
+/// services and pods that Kubernetes has not listed to it yet.
+fn starting(shared: &Shared) -> Vec<String> {
+    let mut waiting: Vec<String> = shared
+        .cluster
+        .not_listed_yet()
+        .map(String::from)
+        .into_iter()
+        .collect();
+    for service in shared.routes.load().services() {
+        if !service.actuator().listed() {
+            waiting.push(format!(
+                "pods of {}/{} not listed yet",
+                service.namespace(),
+                service.name()
+            ));
+        }
+    }
+    waiting
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -1,59 +1,29 @@
 //! The `kubernetes` actuator: a Deployment's replica count through its
-//! `scale` subresource, its ready pods from its Service's EndpointSlices.
-//!
-//! Only the autoscaling leader writes replica counts, and only when they
-//! differ from the current one. Any gateway holding a request for a service
-//! at zero raises it from zero (and only from zero): that write is
-//! conditional on the scale's resourceVersion, so it is idempotent however
-//! many gateways make it.
+//! `scale` subresource ([`super::scale`]), its ready pods from its Service's
+//! EndpointSlices ([`super::endpoints`]).
 
 use super::endpoints::{self, Endpoint, PodSource};
-use super::{is_conflict, Cluster};
+use super::scale::{self, ScaleTarget, Wanted};
+use super::Cluster;
 use crate::actuator::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
 use crate::config::KubernetesBackend;
 use crate::pods::Dispatcher;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
-
-/// How often the leader re-reads the scale even when its decision has not
-/// changed, so that a count changed by someone else is put back.
-const RESYNC: Duration = Duration::from_secs(10);
-/// After a failed read or write, the next try: doubling from the first to
-/// the last.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_LAST: Duration = Duration::from_secs(30);
-/// Longest a read-and-write of the scale may take: an API server that
-/// accepts and never answers must not stall this service's scaling for the
-/// client's own 295 s read timeout.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct KubernetesActuator {
-    shared: Arc<Shared>,
+    target: Arc<ScaleTarget>,
     dispatcher: Arc<Dispatcher>,
     /// As last listed; `None` until the first list.
     endpoints: Arc<Mutex<Option<Vec<Endpoint>>>>,
-    desired: watch::Sender<Option<u32>>,
+    wanted: watch::Sender<Option<Wanted>>,
     counts: ReplicaCounts,
     tasks: Vec<JoinHandle<()>>,
-}
-
-/// What the actuator's tasks share.
-#[derive(Debug)]
-struct Shared {
-    cluster: Arc<Cluster>,
-    namespace: String,
-    deployment: String,
-    pods: PodSource,
-    /// The Deployment's replica count as last read or written; -1 unknown.
-    replicas: AtomicI64,
-    activating: AtomicBool,
 }
 
 impl KubernetesActuator {
@@ -63,9 +33,10 @@ impl KubernetesActuator {
         namespace: &str,
         backend: &KubernetesBackend,
         stats_port: Option<u16>,
+        zero_hold: Duration,
         dispatcher: Arc<Dispatcher>,
     ) -> Self {
-        let shared = Arc::new(Shared {
+        let target = Arc::new(ScaleTarget {
             cluster,
             namespace: namespace.to_string(),
             deployment: backend.deployment.clone(),
@@ -77,23 +48,24 @@ impl KubernetesActuator {
             },
             replicas: AtomicI64::new(-1),
             activating: AtomicBool::new(false),
+            zero_hold,
         });
         let endpoints = Arc::new(Mutex::new(None));
-        let (desired, wanted) = watch::channel(None);
+        let (wanted, decisions) = watch::channel(None);
         let tasks = vec![
             tokio::spawn(endpoints::watch(
-                shared.cluster.clone(),
-                shared.pods.clone(),
+                target.cluster.clone(),
+                target.pods.clone(),
                 dispatcher.clone(),
                 endpoints.clone(),
             )),
-            tokio::spawn(keep_scale(shared.clone(), wanted)),
+            tokio::spawn(scale::keep(target.clone(), decisions)),
         ];
         KubernetesActuator {
-            shared,
+            target,
             dispatcher,
             endpoints,
-            desired,
+            wanted,
             counts: ReplicaCounts::default(),
             tasks,
         }
@@ -107,37 +79,35 @@ impl KubernetesActuator {
 
     /// The Deployment's replica count as last read or written.
     pub fn deployment_replicas(&self) -> Option<u32> {
-        u32::try_from(self.shared.replicas.load(Ordering::Relaxed)).ok()
+        u32::try_from(self.target.replicas.load(Ordering::Relaxed)).ok()
     }
 }
 
 impl Actuator for KubernetesActuator {
+    /// A decision. Repeating the same one only refreshes it (a leader
+    /// writes only fresh decisions); a new one wakes the writer.
     fn scale(&self, replicas: u32) {
-        self.desired.send_if_modified(|d| {
-            let changed = *d != Some(replicas);
-            *d = Some(replicas);
+        let now = Some(Wanted {
+            replicas,
+            at: Instant::now(),
+        });
+        self.wanted.send_if_modified(|last| {
+            let changed = last.map(|w| w.replicas) != Some(replicas);
+            *last = now;
             changed
         });
     }
 
-    fn activate(&self, replicas: u32) {
-        self.scale(replicas);
-        if self.shared.activating.swap(true, Ordering::AcqRel) {
+    /// Raises the Deployment from zero to one, from any gateway; leaves any
+    /// other count alone, and leaves the decisions to the autoscaler.
+    fn activate(&self, _replicas: u32) {
+        if self.target.activating.swap(true, Ordering::AcqRel) {
             return;
         }
-        let shared = self.shared.clone();
+        let target = self.target.clone();
         tokio::spawn(async move {
-            let raised =
-                tokio::time::timeout(CALL_TIMEOUT, raise_from_zero(&shared, replicas.max(1)))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {CALL_TIMEOUT:?}")));
-            if let Err(e) = raised {
-                shared
-                    .cluster
-                    .health()
-                    .failed(&shared.scale_source(), "scale", &e);
-            }
-            shared.activating.store(false, Ordering::Release);
+            scale::raise_from_zero(&target).await;
+            target.activating.store(false, Ordering::Release);
         });
     }
 
@@ -149,31 +119,32 @@ impl Actuator for KubernetesActuator {
         false
     }
 
+    fn listed(&self) -> bool {
+        self.lock_endpoints().is_some()
+    }
+
     fn replicas(&self) -> Vec<ReplicaStatus> {
         let pods = self.dispatcher.pods();
         let endpoints = self.lock_endpoints();
         endpoints
             .iter()
             .flatten()
-            .map(|e| ReplicaStatus {
-                name: e.pod.clone(),
-                address: e.address.to_string(),
-                pid: None,
-                sidecar_pid: None,
-                phase: match (e.ready, e.terminating) {
-                    (_, true) => Phase::Draining,
-                    (true, _) => Phase::Ready,
-                    (false, _) => Phase::Starting,
-                },
-                in_flight: pods
-                    .iter()
-                    .find(|p| p.authority() == &e.address)
-                    .map_or(0, |p| p.in_flight()),
-                restarts: 0,
-                age_seconds: pods
-                    .iter()
-                    .find(|p| p.authority() == &e.address)
-                    .map_or(0, |p| p.age().as_secs()),
+            .map(|e| {
+                let pod = pods.iter().find(|p| p.authority() == &e.address);
+                ReplicaStatus {
+                    name: e.pod.clone(),
+                    address: e.address.to_string(),
+                    pid: None,
+                    sidecar_pid: None,
+                    phase: match (e.ready, e.terminating) {
+                        (_, true) => Phase::Draining,
+                        (true, _) => Phase::Ready,
+                        (false, _) => Phase::Starting,
+                    },
+                    in_flight: pod.map_or(0, |p| p.in_flight()),
+                    restarts: 0,
+                    age_seconds: pod.map_or(0, |p| p.age().as_secs()),
+                }
             })
             .collect()
     }
@@ -182,18 +153,19 @@ impl Actuator for KubernetesActuator {
         &self.counts
     }
 
+    /// The autoscaler decides only on pods it has listed and can watch. (A
+    /// failing scale read or write blinds nothing: it is retried, reported,
+    /// and only the leader's writes depend on it.)
     fn unhealthy(&self) -> Option<String> {
+        let source = self.target.pods.health_source();
         if self.lock_endpoints().is_none() {
-            return Some(format!(
-                "the pods of {} are not listed yet",
-                self.shared.pods.health_source()
-            ));
+            return Some(format!("{source}: not listed yet"));
         }
-        let health = self.shared.cluster.health();
-        [self.shared.pods.health_source(), self.shared.scale_source()]
-            .into_iter()
-            .find(|source| health.is_failing(source))
-            .map(|source| format!("{source} is failing"))
+        self.target
+            .cluster
+            .health()
+            .is_failing(&source)
+            .then(|| format!("{source} is failing"))
     }
 
     /// Stops watching; the Deployment keeps its replicas (they are not ours
@@ -202,9 +174,9 @@ impl Actuator for KubernetesActuator {
         for task in &self.tasks {
             task.abort();
         }
-        let health = self.shared.cluster.health();
-        health.forget(&self.shared.pods.health_source());
-        health.forget(&self.shared.scale_source());
+        let health = self.target.cluster.health();
+        health.forget(&self.target.pods.health_source());
+        health.forget(&self.target.health_source());
         Box::pin(async {})
     }
 }
@@ -215,111 +187,4 @@ impl Drop for KubernetesActuator {
             task.abort();
         }
     }
-}
-
-impl Shared {
-    fn scale_source(&self) -> String {
-        format!("deployments/scale {}/{}", self.namespace, self.deployment)
-    }
-
-    async fn api(&self) -> Result<Api<Deployment>, String> {
-        let client = self.cluster.client().await?;
-        Ok(Api::namespaced(client, &self.namespace))
-    }
-}
-
-/// The leader's loop: whenever the decision changes, leadership is gained,
-/// or every [`RESYNC`], make the Deployment's count the decision.
-async fn keep_scale(shared: Arc<Shared>, mut wanted: watch::Receiver<Option<u32>>) {
-    let leadership = shared.cluster.leadership().clone();
-    let mut leading = leadership.subscribe();
-    let mut wait = Duration::ZERO;
-    let mut retry = RETRY_FIRST;
-    loop {
-        tokio::select! {
-            changed = wanted.changed() => if changed.is_err() { return },
-            _ = leading.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = RESYNC;
-        let Some(want) = *wanted.borrow_and_update() else {
-            continue;
-        };
-        if !leadership.is_leader() {
-            continue;
-        }
-        let written = tokio::time::timeout(
-            CALL_TIMEOUT,
-            set_replicas(&shared, want, || leadership.is_leader()),
-        )
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {CALL_TIMEOUT:?}")));
-        match written {
-            Ok(written) => {
-                retry = RETRY_FIRST;
-                shared.cluster.health().succeeded(&shared.scale_source());
-                if let Some(from) = written {
-                    info!(namespace = %shared.namespace, deployment = %shared.deployment, from, to = want, "replicas written");
-                }
-            }
-            Err(e) => {
-                shared
-                    .cluster
-                    .health()
-                    .failed(&shared.scale_source(), "scale", &e);
-                wait = retry;
-                retry = (retry * 2).min(RETRY_LAST);
-            }
-        }
-    }
-}
-
-/// Reads the scale and, if it differs and `may_write()` still holds, writes
-/// `want` conditionally on what was read; on a conflict, reads again.
-/// Returns the count it replaced, if it wrote.
-async fn set_replicas(
-    shared: &Shared,
-    want: u32,
-    may_write: impl Fn() -> bool,
-) -> Result<Option<i32>, String> {
-    let api = shared.api().await?;
-    let want = i32::try_from(want).unwrap_or(i32::MAX);
-    for _ in 0..3 {
-        let mut scale = api
-            .get_scale(&shared.deployment)
-            .await
-            .map_err(|e| e.to_string())?;
-        let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-        shared.replicas.store(current.into(), Ordering::Relaxed);
-        if current == want || !may_write() {
-            return Ok(None);
-        }
-        scale.spec.get_or_insert_with(Default::default).replicas = Some(want);
-        scale.status = None;
-        match api
-            .replace_scale(&shared.deployment, &PostParams::default(), &scale)
-            .await
-        {
-            Ok(_) => {
-                shared.replicas.store(want.into(), Ordering::Relaxed);
-                shared.cluster.metrics().scale_written();
-                return Ok(Some(current));
-            }
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err("the scale kept changing under us (3 conflicts); trying again".into())
-}
-
-/// Any gateway holding a request: 0 becomes `to`; any other count stays.
-async fn raise_from_zero(shared: &Shared, to: u32) -> Result<(), String> {
-    let may_write = || shared.replicas.load(Ordering::Relaxed) == 0;
-    // `set_replicas` reads before it asks `may_write`, so this writes only
-    // when the count it just read is zero.
-    if let Some(from) = set_replicas(shared, to, may_write).await? {
-        info!(namespace = %shared.namespace, deployment = %shared.deployment, from, to, "activating: replicas raised from zero");
-    }
-    shared.cluster.health().succeeded(&shared.scale_source());
-    Ok(())
 }

@@ -109,6 +109,11 @@ impl Leadership {
         !self.0.elected || self.lock().until.is_some_and(|until| now < until)
     }
 
+    /// When this gateway stops leading unless it renews; `None` if it does not lead.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.lock().until.filter(|until| Instant::now() < *until)
+    }
+
     pub fn is_elected(&self) -> bool {
         self.0.elected
     }

@@ -73,8 +73,13 @@ pub async fn run(cluster: Arc<Cluster>) {
             }
             was_leader = leading;
         }
-        // Wake for the deadline too, if it comes before the next round.
-        tokio::time::sleep_until(started + settings.retry_period.0).await;
+        // Wake for the deadline too, if it comes before the next round, so
+        // that `sluice_leader` and the log say at once that scaling stopped.
+        let next_round = started + settings.retry_period.0;
+        let wake = leadership
+            .deadline()
+            .map_or(next_round, |d| d.min(next_round));
+        tokio::time::sleep_until(wake).await;
     }
 }
 
@@ -88,7 +93,9 @@ async fn try_acquire_or_renew(
     let settings = &cluster.settings().leader_election;
     let api = lease_api(cluster).await?;
     let name = &settings.lease_name;
-    let duration_secs = settings.lease_duration.0.as_secs().max(1) as i32;
+    // Whole seconds in the lease, rounded up: the others then wait at least
+    // as long as configured, never less.
+    let duration_secs = settings.lease_duration.0.as_millis().div_ceil(1000).max(1) as i32;
     let now = Timestamp::now();
     let lease = match api.get(name).await {
         Ok(lease) => lease,
@@ -165,9 +172,8 @@ async fn try_acquire_or_renew(
 /// Hands the lease back (holder cleared) if this gateway holds it.
 pub async fn release(cluster: &Cluster) {
     let leadership = cluster.leadership();
-    if !leadership.is_leader() {
-        return;
-    }
+    // Scaling stops now; the lease is handed back if the API says it is
+    // still this gateway's (even if its renew deadline just passed).
     leadership.following(None);
     cluster.metrics().set_leader(false);
     let Ok(api) = lease_api(cluster).await else {

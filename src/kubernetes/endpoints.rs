@@ -4,11 +4,12 @@
 //! terminating: a pod being removed gets no new requests (those in flight
 //! finish). When the API server cannot be reached, the last known pods stay.
 
-use super::Cluster;
+use super::{Cluster, WatchBackoff, PROBE_EVERY, WATCH_SECONDS};
 use crate::pods::Dispatcher;
 use futures_util::StreamExt;
 use http::uri::Authority;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -24,15 +25,16 @@ pub struct Endpoint {
     pub pod: String,
     /// Pod IP and the configured port.
     pub address: Authority,
-    /// Ready (or unknown, which Kubernetes says to read as ready) and not
-    /// terminating: it may get new requests.
+    /// Serving (else ready; unknown reads as ready, as Kubernetes says) and
+    /// not terminating: it may get new requests.
     pub ready: bool,
     pub terminating: bool,
 }
 
-/// The pods of a Service's slices, in address order. A pod listed by two
-/// slices (while the controller moves it) is taken once, ready if either
-/// slice says so.
+/// The pods of a Service's slices, in pod order. A pod listed by two slices
+/// (while the controller moves it, or one per address family on a
+/// dual-stack Service) is taken once: at its IPv4 address if it has one,
+/// ready if either slice says so.
 pub fn endpoints_of<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     port: u16,
@@ -57,7 +59,10 @@ pub fn endpoints_of<'a>(
             };
             let conditions = endpoint.conditions.clone().unwrap_or_default();
             let terminating = conditions.terminating == Some(true);
-            let ready = conditions.ready != Some(false) && !terminating;
+            // `serving` is the pod's own readiness, also where a Service
+            // publishes not-ready addresses (which marks them `ready`).
+            let serving = conditions.serving.or(conditions.ready).unwrap_or(true);
+            let ready = serving && !terminating;
             let pod = endpoint
                 .target_ref
                 .as_ref()
@@ -69,8 +74,15 @@ pub fn endpoints_of<'a>(
                 ready,
                 terminating,
             };
-            pods.entry(ip.clone())
-                .and_modify(|seen| seen.ready |= entry.ready)
+            let ipv4 = !ip.contains(':');
+            pods.entry(entry.pod.clone())
+                .and_modify(|seen| {
+                    let ready = seen.ready || entry.ready;
+                    if ipv4 && seen.address.host().starts_with('[') {
+                        *seen = entry.clone();
+                    }
+                    seen.ready = ready;
+                })
                 .or_insert(entry);
         }
     }
@@ -111,22 +123,45 @@ pub async fn watch(
     };
     let api: Api<EndpointSlice> = Api::namespaced(client, &source.namespace);
     let selector = format!("kubernetes.io/service-name={}", source.service);
-    let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector))
-        .default_backoff()
+    let config = watcher::Config::default()
+        .labels(&selector)
+        .timeout(WATCH_SECONDS);
+    let mut events = watcher::watcher(api.clone(), config)
+        .backoff(WatchBackoff::default())
         .boxed();
     let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
     // A re-list is gathered whole before it replaces what is known, so a
     // reconnect never empties the balancer for a moment.
     let mut relist: Option<BTreeMap<String, EndpointSlice>> = None;
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                cluster.health().failed(&health, "watch endpointslices", &e);
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    loop {
+        let event = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => {
+                    cluster.health().failed(&health, "watch endpointslices", &e);
+                    continue;
+                }
+                None => return,
+            },
+            _ = probe.tick() => {
+                // A watch that resumes after an outage says nothing when it
+                // succeeds: while failing, list to know when the API answers
+                // again, and take the pods from that list at once.
+                if cluster.health().is_failing(&health) {
+                    if let Some(listed) = list_now(&api, &selector).await {
+                        slices = listed;
+                        publish(&source, &slices, &dispatcher, &seen);
+                        cluster.health().succeeded(&health);
+                    }
+                }
                 continue;
             }
         };
-        cluster.health().succeeded(&health);
+        // `Init` comes before the list is even asked for: not a success.
+        if !matches!(event, Event::Init) {
+            cluster.health().succeeded(&health);
+        }
         match event {
             Event::Init => relist = Some(BTreeMap::new()),
             Event::InitApply(slice) => {
@@ -148,6 +183,18 @@ pub async fn watch(
             }
         }
     }
+}
+
+async fn list_now(
+    api: &Api<EndpointSlice>,
+    selector: &str,
+) -> Option<BTreeMap<String, EndpointSlice>> {
+    let params = ListParams::default().labels(selector);
+    let list = tokio::time::timeout(PROBE_EVERY, api.list(&params))
+        .await
+        .ok()?
+        .ok()?;
+    Some(list.items.into_iter().map(|s| (key(&s), s)).collect())
 }
 
 fn key(slice: &EndpointSlice) -> String {
@@ -240,9 +287,10 @@ mod tests {
     #[test]
     fn unknown_readiness_is_ready_but_terminating_never_is() {
         let mut slice = fixture();
-        // `ready: null` means unknown, which Kubernetes says to read as
-        // ready; publishNotReadyAddresses may mark a terminating pod ready.
-        slice.endpoints[0].conditions.as_mut().unwrap().ready = None;
+        // Unknown means ready, as Kubernetes says; publishNotReadyAddresses
+        // may mark a terminating pod ready.
+        let first = slice.endpoints[0].conditions.as_mut().unwrap();
+        (first.ready, first.serving) = (None, None);
         slice.endpoints[1].conditions.as_mut().unwrap().ready = Some(true);
         let endpoints = endpoints_of([&slice], 8012);
         assert!(endpoints[0].ready);
@@ -250,11 +298,38 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_published_as_ready_but_not_serving_gets_nothing() {
+        // What a Service with publishNotReadyAddresses lists for a pod
+        // that fails its readiness probe.
+        let mut slice = fixture();
+        let third = slice.endpoints[2].conditions.as_mut().unwrap();
+        (third.ready, third.serving) = (Some(true), Some(false));
+        assert!(!endpoints_of([&slice], 8080)[2].ready);
+    }
+
+    #[test]
+    fn a_dual_stack_pod_is_one_pod_at_its_ipv4_address() {
+        let v4 = fixture();
+        let mut v6 = fixture();
+        v6.metadata.name = Some("redwine-week4-predictor-v6".into());
+        v6.address_type = "IPv6".into();
+        for (i, endpoint) in v6.endpoints.iter_mut().enumerate() {
+            endpoint.addresses = vec![format!("fd00::{i}")];
+        }
+        for slices in [[&v6, &v4], [&v4, &v6]] {
+            let endpoints = endpoints_of(slices, 8080);
+            assert_eq!(endpoints.len(), 3);
+            assert_eq!(endpoints[0].address, "10.0.1.201:8080");
+        }
+    }
+
+    #[test]
     fn a_pod_in_two_slices_is_listed_once_and_ready_if_either_says_so() {
         let first = fixture();
         let mut second = fixture();
         second.metadata.name = Some("redwine-week4-predictor-other".into());
-        second.endpoints[2].conditions.as_mut().unwrap().ready = Some(true);
+        let third = second.endpoints[2].conditions.as_mut().unwrap();
+        (third.ready, third.serving) = (Some(true), Some(true));
         let endpoints = endpoints_of([&first, &second], 8080);
         assert_eq!(endpoints.len(), 3);
         assert_eq!(endpoints.iter().filter(|e| e.ready).count(), 2);
@@ -266,6 +341,7 @@ mod tests {
         slice.address_type = "IPv6".into();
         slice.endpoints.truncate(1);
         slice.endpoints[0].addresses = vec!["fd00::1".into()];
+        slice.endpoints[0].target_ref = None;
         assert_eq!(endpoints_of([&slice], 80)[0].address, "[fd00::1]:80");
         slice.address_type = "FQDN".into();
         assert!(endpoints_of([&slice], 80).is_empty());

@@ -10,10 +10,10 @@
 //! external`, reading its pods from the `<name>-predictor` Service's
 //! EndpointSlices.
 
-use super::Cluster;
+use super::{Cluster, WatchBackoff, PROBE_EVERY, WATCH_SECONDS};
 use crate::config::{validate_service_config, InferenceServices, MetricsSource, ServiceConfig};
 use futures_util::StreamExt;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -140,28 +140,52 @@ pub async fn watch_inference_services(
             .map(|ns| Api::namespaced_with(client.clone(), ns, &resource))
             .collect()
     };
-    // Each watch's objects, by namespace/name; a re-list replaces its own.
-    let mut known: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new(); apis.len()];
+    // Each watch's objects, by namespace/name; `None` until its first list.
+    // A re-list is gathered whole and then replaces its own.
+    let mut known: Vec<Option<BTreeMap<String, Value>>> = vec![None; apis.len()];
     let mut relist: Vec<Option<BTreeMap<String, Value>>> = vec![None; apis.len()];
-    let streams = apis.into_iter().enumerate().map(|(i, api)| {
-        watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
+    let streams = apis.iter().cloned().enumerate().map(|(i, api)| {
+        watcher::watcher(api, watcher::Config::default().timeout(WATCH_SECONDS))
+            .backoff(WatchBackoff::default())
             .map(move |event| (i, event))
             .boxed()
     });
     let mut events = futures_util::stream::select_all(streams);
-    let mut last: Option<Vec<ServiceConfig>> = None;
-    while let Some((i, event)) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                cluster
-                    .health()
-                    .failed(&health, "watch inferenceservices", &e);
+    let mut served = Served::default();
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    loop {
+        let (i, event) = tokio::select! {
+            next = events.next() => match next {
+                Some((i, Ok(event))) => (i, event),
+                Some((_, Err(e))) => {
+                    cluster.health().failed(&health, "watch inferenceservices", &e);
+                    continue;
+                }
+                None => return,
+            },
+            _ = probe.tick() => {
+                // A resumed watch says nothing when it succeeds: while
+                // failing, list to know when the API answers again.
+                if cluster.health().is_failing(&health) {
+                    let mut all_listed = true;
+                    for (i, api) in apis.iter().enumerate() {
+                        match list_now(api).await {
+                            Some(objects) => known[i] = Some(objects),
+                            None => all_listed = false,
+                        }
+                    }
+                    if all_listed {
+                        cluster.health().succeeded(&health);
+                        served.publish_if_changed(&known, &settings, &domain, &publish);
+                    }
+                }
                 continue;
             }
         };
-        cluster.health().succeeded(&health);
+        // `Init` comes before the list is even asked for: not a success.
+        if !matches!(event, Event::Init) {
+            cluster.health().succeeded(&health);
+        }
         match event {
             Event::Init => relist[i] = Some(BTreeMap::new()),
             Event::InitApply(object) => {
@@ -170,29 +194,32 @@ pub async fn watch_inference_services(
                     .get_or_insert_with(BTreeMap::new)
                     .insert(key, value);
             }
-            Event::InitDone => known[i] = relist[i].take().unwrap_or_default(),
+            Event::InitDone => known[i] = Some(relist[i].take().unwrap_or_default()),
             Event::Apply(object) => {
                 let (key, value) = entry(object);
-                known[i].insert(key, value);
+                known[i]
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key, value);
             }
             Event::Delete(object) => {
-                known[i].remove(&entry(object).0);
+                if let Some(known) = known[i].as_mut() {
+                    known.remove(&entry(object).0);
+                }
             }
         }
-        if relist[i].is_some() {
-            continue;
-        }
-        let services = services_of(known.iter().flat_map(|k| k.values()), &settings, &domain);
-        if last.as_ref() != Some(&services) {
-            info!(
-                services = services.len(),
-                "InferenceServices changed: serving {} of them",
-                services.len()
-            );
-            publish(services.clone());
-            last = Some(services);
+        if known.iter().all(Option::is_some) {
+            cluster.inference_services_listed();
+            served.publish_if_changed(&known, &settings, &domain, &publish);
         }
     }
+}
+
+async fn list_now(api: &Api<DynamicObject>) -> Option<BTreeMap<String, Value>> {
+    let list = tokio::time::timeout(PROBE_EVERY, api.list(&ListParams::default()))
+        .await
+        .ok()?
+        .ok()?;
+    Some(list.items.into_iter().map(entry).collect())
 }
 
 fn entry(object: DynamicObject) -> (String, Value) {
@@ -205,24 +232,63 @@ fn entry(object: DynamicObject) -> (String, Value) {
     (key, value)
 }
 
-fn services_of<'a>(
-    objects: impl Iterator<Item = &'a Value>,
-    settings: &InferenceServices,
-    domain: &str,
-) -> Vec<ServiceConfig> {
-    let mut services = Vec::new();
-    for object in objects {
-        match service_from_inference_service(object, settings, domain) {
-            Ok(Some(service)) => services.push(service),
-            Ok(None) => {}
-            Err(problem) => warn!(
-                namespace = object["metadata"]["namespace"].as_str().unwrap_or_default(),
-                name = object["metadata"]["name"].as_str().unwrap_or_default(),
-                "InferenceService not served: {problem}"
-            ),
+/// What is served, by namespace/name. An InferenceService edited into
+/// something sluice cannot serve keeps its last valid settings (and the
+/// problem is logged once), rather than going dark.
+#[derive(Default)]
+struct Served {
+    last_good: BTreeMap<String, ServiceConfig>,
+    reported: BTreeMap<String, String>,
+    published: Option<Vec<ServiceConfig>>,
+}
+
+impl Served {
+    fn publish_if_changed(
+        &mut self,
+        known: &[Option<BTreeMap<String, Value>>],
+        settings: &InferenceServices,
+        domain: &str,
+        publish: &impl Fn(Vec<ServiceConfig>),
+    ) {
+        let objects: BTreeMap<&String, &Value> = known.iter().flatten().flatten().collect();
+        self.last_good.retain(|key, _| objects.contains_key(key));
+        self.reported.retain(|key, _| objects.contains_key(key));
+        let mut services = Vec::new();
+        for (key, object) in objects {
+            match service_from_inference_service(object, settings, domain) {
+                Ok(Some(service)) => {
+                    self.reported.remove(key);
+                    self.last_good.insert(key.clone(), service.clone());
+                    services.push(service);
+                }
+                Ok(None) => {
+                    self.last_good.remove(key);
+                }
+                Err(problem) => {
+                    let last = self.last_good.get(key);
+                    if self.reported.get(key) != Some(&problem) {
+                        let kept = if last.is_some() {
+                            "it keeps its last valid settings"
+                        } else {
+                            "it is not served"
+                        };
+                        warn!(inference_service = %key, "InferenceService cannot be served as it is ({kept}): {problem}");
+                        self.reported.insert(key.clone(), problem);
+                    }
+                    services.extend(last.cloned());
+                }
+            }
+        }
+        if self.published.as_ref() != Some(&services) {
+            info!(
+                services = services.len(),
+                "InferenceServices changed: serving {} of them",
+                services.len()
+            );
+            publish(services.clone());
+            self.published = Some(services);
         }
     }
-    services
 }
 
 #[cfg(test)]

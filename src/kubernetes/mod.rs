@@ -13,6 +13,7 @@ mod elector;
 mod endpoints;
 mod health;
 mod inference;
+mod scale;
 
 pub use self::actuator::KubernetesActuator;
 pub use self::election::{step, Leadership, Step};
@@ -27,6 +28,16 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+/// Longest wait for any byte from the API server.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a watch may last before the server ends it (and the watcher
+/// starts the next one): shorter than [`READ_TIMEOUT`], so that a quiet
+/// watch is never mistaken for a hung server.
+pub(crate) const WATCH_SECONDS: u32 = 50;
+/// While a watch fails, how often a cheap list checks whether the API
+/// server answers again (a resumed watch says nothing when it succeeds).
+pub(crate) const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What every Kubernetes part of a gateway shares: one client (connected on
 /// first use), the API's health, and who leads autoscaling.
 pub struct Cluster {
@@ -36,6 +47,7 @@ pub struct Cluster {
     leadership: Leadership,
     metrics: KubernetesMetrics,
     elector: std::sync::Mutex<Option<JoinHandle<()>>>,
+    inference_services_listed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -64,6 +76,7 @@ impl Cluster {
             leadership,
             metrics,
             elector: std::sync::Mutex::new(None),
+            inference_services_listed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -85,7 +98,16 @@ impl Cluster {
             .take();
         if let Some(task) = task {
             task.abort();
-            elector::release(self).await;
+            // Let a renewal in flight end first, so the release does not
+            // conflict with it.
+            let _ = task.await;
+            let bounded = std::time::Duration::from_secs(2);
+            if tokio::time::timeout(bounded, elector::release(self))
+                .await
+                .is_err()
+            {
+                tracing::warn!("could not hand the lease back in time; it expires by itself");
+            }
         }
     }
 
@@ -93,7 +115,7 @@ impl Cluster {
     /// failure is reported and tried again on the next call.
     pub async fn client(&self) -> Result<kube::Client, String> {
         let connect = || async {
-            let config = match &self.settings.kubeconfig {
+            let mut config = match &self.settings.kubeconfig {
                 Some(path) => {
                     let file = kube::config::Kubeconfig::read_from(path)
                         .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
@@ -105,6 +127,10 @@ impl Cluster {
                     .await
                     .map_err(|e| format!("no Kubernetes configuration: {e}"))?,
             };
+            // kube-rs sets no read timeout: a server that accepts and never
+            // answers would hang a list or a watch forever, unnoticed. Watches
+            // ask the server to end them before this (`WATCH_SECONDS`).
+            config.read_timeout = Some(READ_TIMEOUT);
             let url = config.cluster_url.clone();
             let client = kube::Client::try_from(config)
                 .map_err(|e| format!("Kubernetes client for {url}: {e}"))?;
@@ -121,6 +147,24 @@ impl Cluster {
                 Err(e)
             }
         }
+    }
+
+    /// The InferenceServices have been listed once (so the gateway serves
+    /// every one of them).
+    pub(crate) fn inference_services_listed(&self) {
+        self.inference_services_listed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What keeps the gateway from being ready: something not yet listed
+    /// from Kubernetes. (Once listed, an unreachable API server does not:
+    /// the gateway serves with what it last knew.)
+    pub fn not_listed_yet(&self) -> Option<&'static str> {
+        let waiting = self.settings.inference_services.enabled
+            && !self
+                .inference_services_listed
+                .load(std::sync::atomic::Ordering::Relaxed);
+        waiting.then_some("InferenceServices not listed yet")
     }
 
     pub fn settings(&self) -> &KubernetesSettings {
@@ -148,4 +192,39 @@ pub(crate) fn is_conflict(error: &kube::Error) -> bool {
 
 pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+/// Watch reconnects: doubling from 500 ms to 5 s, reset by a success.
+/// Shorter than kube-rs's default (up to 30 s), so that watches resume soon
+/// after the API server is back.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+    const LAST: std::time::Duration = std::time::Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let delay = self.next;
+        self.next = (delay * 2).min(Self::LAST);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
 }

@@ -79,17 +79,16 @@ def test_rbac_is_minimal_and_namespaced_by_default():
         ("serving.kserve.io", "inferenceservices"): ["list", "watch"],
     }
     assert not [d for d in docs if d["kind"] == "ClusterRole"]
-    assert not [d for d in docs if d["metadata"]["name"].endswith("leader-election")], "one gateway: no lease"
 
     docs = render({"rbac": {"namespaces": ["kserve-inference", "team-b"]}})
-    assert sorted(r["metadata"]["namespace"] for r in find(docs, "Role")) == ["kserve-inference", "team-b"]
-    assert len(find(docs, "RoleBinding")) == 2
+    assert sorted(r["metadata"]["namespace"] for r in find(docs, "Role", "sluice")) == ["kserve-inference", "team-b"]
+    assert len(find(docs, "RoleBinding", "sluice")) == 2
     # InferenceServices are watched only where the Roles allow it.
     config = yaml.safe_load(find(docs, "ConfigMap")[0]["data"]["sluice.yaml"])
     assert config["kubernetes"]["inferenceServices"]["namespaces"] == ["kserve-inference", "team-b"]
 
 
-def test_several_gateways_elect_a_leader_with_a_lease_in_their_own_namespace():
+def test_gateways_elect_a_leader_with_a_lease_in_their_own_namespace():
     docs = render({"replicaCount": 3, "rbac": {"namespaces": ["kserve-inference"]}})
     config = yaml.safe_load(find(docs, "ConfigMap")[0]["data"]["sluice.yaml"])
     election = config["kubernetes"]["leaderElection"]
@@ -106,10 +105,13 @@ def test_several_gateways_elect_a_leader_with_a_lease_in_their_own_namespace():
     env = find(docs, "Deployment", "sluice")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
 
+    # On for one replica too: a rolling update runs the old and the new side by side.
     one = yaml.safe_load(find(render({}), "ConfigMap")[0]["data"]["sluice.yaml"])
-    assert one["kubernetes"]["leaderElection"]["enabled"] is False
-    forced = yaml.safe_load(find(render({"leaderElection": {"enabled": True}}), "ConfigMap")[0]["data"]["sluice.yaml"])
-    assert forced["kubernetes"]["leaderElection"]["enabled"] is True
+    assert one["kubernetes"]["leaderElection"]["enabled"] is True
+    off = render({"leaderElection": {"enabled": False}})
+    config = yaml.safe_load(find(off, "ConfigMap")[0]["data"]["sluice.yaml"])
+    assert config["kubernetes"]["leaderElection"]["enabled"] is False
+    assert not [d for d in off if d["metadata"]["name"].endswith("leader-election")], "no lease, no Role for it"
 
 
 def test_kubernetes_settings_belong_in_the_charts_values():
@@ -122,7 +124,8 @@ def test_cluster_wide_rbac():
     find(docs, "ClusterRole")
     binding = find(docs, "ClusterRoleBinding")[0]
     assert binding["subjects"][0]["namespace"] == NAMESPACE
-    assert not [d for d in docs if d["kind"] == "Role"]
+    # Only the lease's Role stays namespaced.
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Role"] == ["sluice-leader-election"]
     config = yaml.safe_load(find(docs, "ConfigMap")[0]["data"]["sluice.yaml"])
     assert config["kubernetes"]["inferenceServices"]["enabled"] is True
     assert config["kubernetes"]["inferenceServices"]["namespaces"] == [], "every namespace"

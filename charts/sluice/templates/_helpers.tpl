@@ -43,13 +43,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Whether the gateways elect an autoscaling leader: "auto" means when
-there is more than one of them. */}}
+{{/* Whether the gateways elect an autoscaling leader. */}}
 {{- define "sluice.leaderElection" -}}
-{{- $enabled := .Values.leaderElection.enabled -}}
-{{- if eq (toString $enabled) "auto" -}}
-{{- gt (int .Values.replicaCount) 1 -}}
-{{- else -}}
-{{- $enabled | toString -}}
-{{- end -}}
+{{- .Values.leaderElection.enabled | toString -}}
 {{- end }}
