@@ -219,6 +219,7 @@ fn actuator_for(
             kube,
             (sc.metrics == MetricsSource::Pods).then_some(sc.pod_metrics_port),
             settings.spec.stable_window + settings.spec.scale_to_zero_grace,
+            settings.activation_timeout,
             dispatcher.clone(),
         )),
         Backend {

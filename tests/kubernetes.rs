@@ -612,13 +612,13 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.write_kubeconfig(0, dir.path());
     // Idle with minReplicas 0: it would go to zero after 4 s + 1 s.
-    let gateway = TestGateway::start(&config(
+    let yaml = config(
         &kubeconfig,
         port,
         "    minReplicas: 0\n    maxReplicas: 2\n    stableWindow: 4s\n",
         "",
-    ))
-    .await;
+    );
+    let gateway = TestGateway::start(&yaml).await;
     eventually(
         Duration::from_secs(10),
         "a decision on the ready pod",
@@ -668,6 +668,19 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
         let response = send(client().get(gateway.url("/slow?ms=1")).header("host", HOST)).await;
         assert_eq!(response.status(), 200);
     }
+    // A service added now cannot be listed: the gateway stays ready (the
+    // other models are served) and says what it waits for.
+    fake.apply(deployment("other", "other", 1));
+    let more = "  - name: other\n    namespace: other\n    backend:\n      kubernetes: { deployment: other, port: 9 }\n";
+    std::fs::write(&gateway.config_path, format!("{yaml}{more}")).unwrap();
+    gateway.gateway.reload().unwrap();
+    let response = send(client().get(gateway.admin_url("/readyz"))).await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("pods of other/other not listed yet\n"),
+        "{body}"
+    );
 
     // Back: the watch resumes quietly (no event); the failure clears.
     fake.restart().await;
@@ -776,9 +789,7 @@ async fn the_leader_does_not_undo_a_followers_raise_from_zero() {
         config(
             &kubeconfig,
             port,
-            // After an activation the leader leaves the count for its stable
-            // window (and grace), even if it still wants zero.
-            "    minReplicas: 0\n    maxReplicas: 2\n    stableWindow: 30s\n",
+            "    minReplicas: 0\n    maxReplicas: 2\n",
             &election(["gw-a", "gw-b"][i]),
         )
     };
@@ -815,9 +826,10 @@ async fn the_leader_does_not_undo_a_followers_raise_from_zero() {
     .await;
     assert_eq!(fake.scale_writes().last().unwrap().listener, 1);
 
-    // The model takes a while to start. Meanwhile the idle leader still
-    // wants zero and re-reads the scale every 10 s: it must not put its zero
-    // back over the follower's activation.
+    // The model takes longer to start than the leader's stable window and
+    // grace (7 s here). Meanwhile the idle leader still wants zero and
+    // re-reads the scale every 10 s: it must not put its zero back over the
+    // follower's activation while a request may be held for it.
     let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {
         assert_eq!(fake.replicas(NS, DEPLOYMENT), Some(1));
@@ -834,4 +846,123 @@ async fn the_leader_does_not_undo_a_followers_raise_from_zero() {
         port,
     ));
     assert_eq!(held.await.unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_gateway_does_not_scale_down_a_running_deployment_before_a_stable_window() {
+    let fake = FakeKube::start().await;
+    fake.apply(deployment(NS, DEPLOYMENT, 4));
+    // Four ready pods (no request goes to them in this test).
+    let endpoints: Vec<EndpointSpec> = (1..=4)
+        .map(|i| EndpointSpec::ready(&format!("127.0.0.{i}"), &format!("model-{i}")))
+        .collect();
+    fake.apply(slice(&endpoints, 9));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.write_kubeconfig(0, dir.path());
+    let started = Instant::now();
+    let gateway = TestGateway::start(&config(
+        &kubeconfig,
+        9,
+        "    minReplicas: 1\n    maxReplicas: 4\n",
+        "",
+    ))
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "a first decision on 4 pods",
+        || async {
+            let status = service_status(&gateway).await;
+            status["readyPods"] == 4 && status["desired"] == 4
+        },
+    )
+    .await;
+    // Idle, but observed for less than the stable window (6 s): kept.
+    while started.elapsed() < Duration::from_secs(5) {
+        assert!(fake.scale_writes().is_empty(), "{:?}", fake.scale_writes());
+        assert_eq!(service_status(&gateway).await["desired"], 4);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Then it scales down as usual: at most halving per decision.
+    eventually(Duration::from_secs(15), "scaled down", || async {
+        fake.replicas(NS, DEPLOYMENT) == Some(2)
+    })
+    .await;
+    let first = &fake.scale_writes()[0];
+    assert_eq!((first.from, first.to), (4, 2));
+    assert!(first.at.duration_since(started) >= Duration::from_secs(6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_keeps_failing_stays_reported_while_lists_keep_the_pods_current() {
+    let pods = pods_on_one_port(&["127.0.0.1", "127.0.0.2"]).await;
+    let port = pods[0].addr.port();
+    let fake = FakeKube::start().await;
+    fake.apply(deployment(NS, DEPLOYMENT, 1));
+    fake.apply(slice(
+        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
+        port,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.write_kubeconfig(0, dir.path());
+    let gateway = TestGateway::start(&config(&kubeconfig, port, "", "")).await;
+    eventually(Duration::from_secs(10), "the ready pod", || async {
+        ready_pods(&gateway).await == 1
+    })
+    .await;
+
+    // RBAC that allows list but not watch (or a proxy that breaks streams):
+    // the watch reconnects and is refused, again and again.
+    fake.refuse_watches(true);
+    fake.stop().await;
+    fake.restart().await;
+    let failing = "kubernetes: endpointslices ml/model-predictor: failing for";
+    eventually(
+        Duration::from_secs(10),
+        "the failing watch reported",
+        || async {
+            get_text(gateway.admin_url("/readyz"))
+                .await
+                .contains(failing)
+        },
+    )
+    .await;
+    // Lists work: a new pod is seen through them.
+    fake.apply(slice(
+        &[
+            EndpointSpec::ready(&ip(&pods[0]), "model-a"),
+            EndpointSpec::ready(&ip(&pods[1]), "model-b"),
+        ],
+        port,
+    ));
+    eventually(
+        Duration::from_secs(10),
+        "the new pod, from a list",
+        || async { ready_pods(&gateway).await == 2 },
+    )
+    .await;
+    // But the watch still fails, and says so the whole time (longer than
+    // its longest backoff), with one continuous failure.
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        let readyz = get_text(gateway.admin_url("/readyz")).await;
+        assert!(readyz.contains(failing), "{readyz}");
+        let text = get_text(gateway.admin_url("/metrics")).await;
+        assert_eq!(metric(&text, "sluice_kubernetes_api_reachable"), Some(0.0));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let readyz = get_text(gateway.admin_url("/readyz")).await;
+    let seconds: u64 = readyz
+        .split(failing)
+        .nth(1)
+        .and_then(|rest| rest.trim().split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{readyz}"));
+    assert!(seconds >= 9, "the failure started over: {readyz}");
+
+    // Watches allowed again: the next try works and the failure clears.
+    fake.refuse_watches(false);
+    eventually(Duration::from_secs(20), "/readyz clear", || async {
+        get_text(gateway.admin_url("/readyz")).await == "ready\n"
+    })
+    .await;
 }

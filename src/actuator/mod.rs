@@ -28,6 +28,10 @@ pub trait Actuator: Send + Sync + std::fmt::Debug {
         self.scale(replicas);
     }
 
+    /// The autoscaler cannot decide now (it cannot see the replicas): an
+    /// actuator that writes decisions later drops the last one.
+    fn no_decision(&self) {}
+
     /// Why the actuator cannot see or change its replicas right now (e.g. the
     /// Kubernetes API is unreachable). While it says so, the autoscaler does
     /// not scale down on what may be stale knowledge.

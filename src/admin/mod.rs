@@ -32,27 +32,7 @@ pub async fn handle<B>(
             shared.metrics.encode(),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if shared.is_draining() => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "draining\n".into(),
-        ),
-        // Still ready while the Kubernetes API is unreachable: requests are
-        // served with the pods last known. The detail says so.
-        "/readyz" if !starting(&shared).is_empty() => {
-            let mut body = String::from("starting\n");
-            for waiting in starting(&shared) {
-                body.push_str(&format!("{waiting}\n"));
-            }
-            text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
-        }
-        "/readyz" => {
-            let mut body = String::from("ready\n");
-            for problem in shared.cluster.health().problems() {
-                body.push_str(&format!("kubernetes: {problem}\n"));
-            }
-            text(StatusCode::OK, "text/plain", body)
-        }
+        "/readyz" => readyz(&shared),
         "/status" => {
             let status = Status::read(&shared);
             let body = serde_json::to_string_pretty(&status).expect("status serializes");
@@ -63,9 +43,41 @@ pub async fn handle<B>(
     Ok(response)
 }
 
-/// What a new gateway still waits for before it can route every request:
-/// services and pods that Kubernetes has not listed to it yet.
-fn starting(shared: &Shared) -> Vec<String> {
+/// 503 while draining, and while starting: until everything Kubernetes
+/// lists to it (InferenceServices, each service's pods) has been listed
+/// once, so that a new gateway in a rolling update takes no request it
+/// would refuse. After that, 200 for good: with the Kubernetes API
+/// unreachable requests are served with what was last known, and a service
+/// added later that cannot be listed must not take every other model
+/// offline. The detail lines say what is failing or still waiting.
+fn readyz(shared: &Shared) -> Response<Full<Bytes>> {
+    if shared.is_draining() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".into(),
+        );
+    }
+    let waiting = not_listed(shared);
+    if waiting.is_empty() {
+        shared.cluster.set_listed();
+    }
+    let (status, mut body) = if shared.cluster.was_listed() {
+        (StatusCode::OK, String::from("ready\n"))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, String::from("starting\n"))
+    };
+    for line in waiting {
+        body.push_str(&format!("{line}\n"));
+    }
+    for problem in shared.cluster.health().problems() {
+        body.push_str(&format!("kubernetes: {problem}\n"));
+    }
+    text(status, "text/plain", body)
+}
+
+/// Services and pods that Kubernetes has not listed to this gateway yet.
+fn not_listed(shared: &Shared) -> Vec<String> {
     let mut waiting: Vec<String> = shared
         .cluster
         .not_listed_yet()

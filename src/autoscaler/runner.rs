@@ -37,6 +37,8 @@ pub async fn run(service: Arc<Service>) {
     let mut samples_since_decision = 0u32;
     // Whether the last decision was skipped because the backend could not be seen.
     let mut blind = false;
+    // When the backend's replicas were first seen (for replicas not owned).
+    let mut watching_since: Option<Duration> = None;
     if owned {
         service.actuator().scale(desired);
     }
@@ -115,6 +117,7 @@ pub async fn run(service: Arc<Service>) {
             // Requests held at zero still activate (above).
             if !blind {
                 warn!(service = service.name(), desired, %why, "not scaling while the backend cannot be seen");
+                service.actuator().no_decision();
             }
             blind = true;
             continue;
@@ -127,7 +130,20 @@ pub async fn run(service: Arc<Service>) {
             blind = false;
         }
         let ready = service.dispatcher().pods().len() as u32;
-        let decision = decide(spec, &history, ready, panic, now);
+        let mut decision = decide(spec, &history, ready, panic, now);
+        if !owned {
+            // Replicas that were there before this autoscaler saw them (a new
+            // leader, a restarted gateway) are not scaled down on less than a
+            // full stable window of its own observation.
+            let since = *watching_since.get_or_insert(now);
+            if now.saturating_sub(since) < spec.stable_window && decision.desired < ready {
+                decision.desired = ready;
+                decision.reason = format!(
+                    "observed for {}s, less than the stable window: no scale down yet",
+                    now.saturating_sub(since).as_secs()
+                );
+            }
+        }
         if decision.panic.last_over.is_some() != panic.last_over.is_some() {
             let state = if decision.panic.last_over.is_some() {
                 "entering"

@@ -34,6 +34,7 @@ impl KubernetesActuator {
         backend: &KubernetesBackend,
         stats_port: Option<u16>,
         zero_hold: Duration,
+        activation_timeout: Duration,
         dispatcher: Arc<Dispatcher>,
     ) -> Self {
         let target = Arc::new(ScaleTarget {
@@ -49,6 +50,8 @@ impl KubernetesActuator {
             replicas: AtomicI64::new(-1),
             activating: AtomicBool::new(false),
             zero_hold,
+            activation_timeout,
+            dispatcher: dispatcher.clone(),
         });
         let endpoints = Arc::new(Mutex::new(None));
         let (wanted, decisions) = watch::channel(None);
@@ -96,6 +99,12 @@ impl Actuator for KubernetesActuator {
             *last = now;
             changed
         });
+    }
+
+    /// The autoscaler cannot decide now: its last decision is withdrawn, so
+    /// that it is not written later on what may have been stale.
+    fn no_decision(&self) {
+        self.wanted.send_replace(None);
     }
 
     /// Raises the Deployment from zero to one, from any gateway; leaves any

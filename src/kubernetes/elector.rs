@@ -180,25 +180,28 @@ pub async fn release(cluster: &Cluster) {
         return;
     };
     let name = &cluster.settings().leader_election.lease_name;
-    let Ok(mut lease) = api.get(name).await else {
-        return;
-    };
-    let mine = lease
-        .spec
-        .as_ref()
-        .and_then(|s| s.holder_identity.as_deref())
-        == Some(leadership.identity());
-    if !mine {
-        return;
-    }
-    if let Some(spec) = lease.spec.as_mut() {
+    // Twice: a renewal cut short by the elector's stop may still have
+    // landed, and made the first try conflict.
+    for _ in 0..2 {
+        let Ok(mut lease) = api.get(name).await else {
+            return;
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(leadership.identity()) {
+            return;
+        }
         spec.holder_identity = None;
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-    }
-    match api.replace(name, &PostParams::default(), &lease).await {
-        Ok(_) => info!("released the autoscaling lease"),
-        Err(e) => {
-            warn!(error = %e, "could not release the autoscaling lease; it expires by itself")
+        match api.replace(name, &PostParams::default(), &lease).await {
+            Ok(_) => {
+                info!("released the autoscaling lease");
+                return;
+            }
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => {
+                warn!(error = %e, "could not release the autoscaling lease; it expires by itself");
+                return;
+            }
         }
     }
 }

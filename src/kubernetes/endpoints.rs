@@ -4,7 +4,7 @@
 //! terminating: a pod being removed gets no new requests (those in flight
 //! finish). When the API server cannot be reached, the last known pods stay.
 
-use super::{Cluster, WatchBackoff, PROBE_EVERY, WATCH_SECONDS};
+use super::{Cluster, WatchBackoff, PROBE_EVERY, PROBE_TIMEOUT, WATCH_SECONDS};
 use crate::pods::Dispatcher;
 use futures_util::StreamExt;
 use http::uri::Authority;
@@ -77,11 +77,13 @@ pub fn endpoints_of<'a>(
             let ipv4 = !ip.contains(':');
             pods.entry(entry.pod.clone())
                 .and_modify(|seen| {
-                    let ready = seen.ready || entry.ready;
+                    // Terminating in either slice wins: no new requests.
+                    let terminating = seen.terminating || entry.terminating;
+                    let ready = (seen.ready || entry.ready) && !terminating;
                     if ipv4 && seen.address.host().starts_with('[') {
                         *seen = entry.clone();
                     }
-                    seen.ready = ready;
+                    (seen.ready, seen.terminating) = (ready, terminating);
                 })
                 .or_insert(entry);
         }
@@ -134,25 +136,32 @@ pub async fn watch(
     // reconnect never empties the balancer for a moment.
     let mut relist: Option<BTreeMap<String, EndpointSlice>> = None;
     let mut probe = tokio::time::interval(PROBE_EVERY);
+    let mut last_error: Option<tokio::time::Instant> = None;
     loop {
         let event = tokio::select! {
             event = events.next() => match event {
                 Some(Ok(event)) => event,
                 Some(Err(e)) => {
                     cluster.health().failed(&health, "watch endpointslices", &e);
+                    last_error = Some(tokio::time::Instant::now());
                     continue;
                 }
                 None => return,
             },
             _ = probe.tick() => {
                 // A watch that resumes after an outage says nothing when it
-                // succeeds: while failing, list to know when the API answers
-                // again, and take the pods from that list at once.
+                // succeeds. While failing, list: the pods are brought up to
+                // date at once, and once the watch has also gone a while
+                // without failing (it has retried since), it works again.
                 if cluster.health().is_failing(&health) {
                     if let Some(listed) = list_now(&api, &selector).await {
                         slices = listed;
                         publish(&source, &slices, &dispatcher, &seen);
-                        cluster.health().succeeded(&health);
+                        let quiet = last_error
+                            .is_none_or(|at| at.elapsed() > WatchBackoff::quiet_after_failure());
+                        if quiet {
+                            cluster.health().succeeded(&health);
+                        }
                     }
                 }
                 continue;
@@ -190,7 +199,7 @@ async fn list_now(
     selector: &str,
 ) -> Option<BTreeMap<String, EndpointSlice>> {
     let params = ListParams::default().labels(selector);
-    let list = tokio::time::timeout(PROBE_EVERY, api.list(&params))
+    let list = tokio::time::timeout(PROBE_TIMEOUT, api.list(&params))
         .await
         .ok()?
         .ok()?;
@@ -320,6 +329,14 @@ mod tests {
             let endpoints = endpoints_of(slices, 8080);
             assert_eq!(endpoints.len(), 3);
             assert_eq!(endpoints[0].address, "10.0.1.201:8080");
+        }
+        // One slice already says the pod is going away: it is.
+        let mut stale = v6.clone();
+        let first = stale.endpoints[1].conditions.as_mut().unwrap();
+        (first.ready, first.serving, first.terminating) = (Some(true), Some(true), Some(false));
+        for slices in [[&stale, &v4], [&v4, &stale]] {
+            let pod = &endpoints_of(slices, 8080)[1];
+            assert!(pod.terminating && !pod.ready, "{pod:?}");
         }
     }
 

@@ -10,7 +10,7 @@
 //! external`, reading its pods from the `<name>-predictor` Service's
 //! EndpointSlices.
 
-use super::{Cluster, WatchBackoff, PROBE_EVERY, WATCH_SECONDS};
+use super::{Cluster, WatchBackoff, PROBE_EVERY, PROBE_TIMEOUT, WATCH_SECONDS};
 use crate::config::{validate_service_config, InferenceServices, MetricsSource, ServiceConfig};
 use futures_util::StreamExt;
 use kube::api::{ApiResource, DynamicObject, ListParams};
@@ -123,7 +123,17 @@ pub async fn watch_inference_services(
     publish: impl Fn(Vec<ServiceConfig>) + Send + 'static,
 ) {
     let settings = cluster.settings().inference_services.clone();
-    let health = "inferenceservices".to_string();
+    // One health source per watch: one namespace failing is not hidden by
+    // another that works.
+    let health: Vec<String> = if settings.namespaces.is_empty() {
+        vec!["inferenceservices".to_string()]
+    } else {
+        settings
+            .namespaces
+            .iter()
+            .map(|ns| format!("inferenceservices {ns}"))
+            .collect()
+    };
     let client = loop {
         match cluster.client().await {
             Ok(client) => break client,
@@ -153,38 +163,48 @@ pub async fn watch_inference_services(
     let mut events = futures_util::stream::select_all(streams);
     let mut served = Served::default();
     let mut probe = tokio::time::interval(PROBE_EVERY);
+    let mut last_error: Vec<Option<tokio::time::Instant>> = vec![None; apis.len()];
     loop {
         let (i, event) = tokio::select! {
             next = events.next() => match next {
                 Some((i, Ok(event))) => (i, event),
-                Some((_, Err(e))) => {
-                    cluster.health().failed(&health, "watch inferenceservices", &e);
+                Some((i, Err(e))) => {
+                    cluster.health().failed(&health[i], "watch inferenceservices", &e);
+                    last_error[i] = Some(tokio::time::Instant::now());
                     continue;
                 }
                 None => return,
             },
             _ = probe.tick() => {
-                // A resumed watch says nothing when it succeeds: while
-                // failing, list to know when the API answers again.
-                if cluster.health().is_failing(&health) {
-                    let mut all_listed = true;
-                    for (i, api) in apis.iter().enumerate() {
-                        match list_now(api).await {
-                            Some(objects) => known[i] = Some(objects),
-                            None => all_listed = false,
+                // A resumed watch says nothing when it succeeds. While one
+                // fails, list: what is served is brought up to date at once,
+                // and once the watch has also gone a while without failing
+                // (it has retried since), it works again.
+                let mut changed = false;
+                for (i, api) in apis.iter().enumerate() {
+                    if !cluster.health().is_failing(&health[i]) {
+                        continue;
+                    }
+                    if let Some(objects) = list_now(api).await {
+                        known[i] = Some(objects);
+                        changed = true;
+                        let quiet = last_error[i]
+                            .is_none_or(|at| at.elapsed() > WatchBackoff::quiet_after_failure());
+                        if quiet {
+                            cluster.health().succeeded(&health[i]);
                         }
                     }
-                    if all_listed {
-                        cluster.health().succeeded(&health);
-                        served.publish_if_changed(&known, &settings, &domain, &publish);
-                    }
+                }
+                if changed && known.iter().all(Option::is_some) {
+                    cluster.inference_services_listed();
+                    served.publish_if_changed(&known, &settings, &domain, &publish);
                 }
                 continue;
             }
         };
         // `Init` comes before the list is even asked for: not a success.
         if !matches!(event, Event::Init) {
-            cluster.health().succeeded(&health);
+            cluster.health().succeeded(&health[i]);
         }
         match event {
             Event::Init => relist[i] = Some(BTreeMap::new()),
@@ -215,7 +235,7 @@ pub async fn watch_inference_services(
 }
 
 async fn list_now(api: &Api<DynamicObject>) -> Option<BTreeMap<String, Value>> {
-    let list = tokio::time::timeout(PROBE_EVERY, api.list(&ListParams::default()))
+    let list = tokio::time::timeout(PROBE_TIMEOUT, api.list(&ListParams::default()))
         .await
         .ok()?
         .ok()?;

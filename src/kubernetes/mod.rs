@@ -37,6 +37,8 @@ pub(crate) const WATCH_SECONDS: u32 = 50;
 /// While a watch fails, how often a cheap list checks whether the API
 /// server answers again (a resumed watch says nothing when it succeeds).
 pub(crate) const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// A probe list may take this long (an API server just back may be slow).
+pub(crate) const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every Kubernetes part of a gateway shares: one client (connected on
 /// first use), the API's health, and who leads autoscaling.
@@ -48,6 +50,8 @@ pub struct Cluster {
     metrics: KubernetesMetrics,
     elector: std::sync::Mutex<Option<JoinHandle<()>>>,
     inference_services_listed: std::sync::atomic::AtomicBool,
+    /// Everything was listed once: the gateway is ready for good.
+    listed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -77,6 +81,7 @@ impl Cluster {
             metrics,
             elector: std::sync::Mutex::new(None),
             inference_services_listed: std::sync::atomic::AtomicBool::new(false),
+            listed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -98,8 +103,8 @@ impl Cluster {
             .take();
         if let Some(task) = task {
             task.abort();
-            // Let a renewal in flight end first, so the release does not
-            // conflict with it.
+            // Wait until it has stopped (a renewal in flight is cut short;
+            // if it landed anyway, the release reads again).
             let _ = task.await;
             let bounded = std::time::Duration::from_secs(2);
             if tokio::time::timeout(bounded, elector::release(self))
@@ -131,6 +136,8 @@ impl Cluster {
             // answers would hang a list or a watch forever, unnoticed. Watches
             // ask the server to end them before this (`WATCH_SECONDS`).
             config.read_timeout = Some(READ_TIMEOUT);
+            // Time a connection spent idle in the pool is not a slow answer.
+            config.reset_reader_on_write = true;
             let url = config.cluster_url.clone();
             let client = kube::Client::try_from(config)
                 .map_err(|e| format!("Kubernetes client for {url}: {e}"))?;
@@ -165,6 +172,16 @@ impl Cluster {
                 .inference_services_listed
                 .load(std::sync::atomic::Ordering::Relaxed);
         waiting.then_some("InferenceServices not listed yet")
+    }
+
+    /// Everything this gateway serves from Kubernetes has been listed once.
+    pub fn set_listed(&self) {
+        self.listed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn was_listed(&self) -> bool {
+        self.listed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> &KubernetesSettings {
@@ -205,6 +222,12 @@ pub(crate) struct WatchBackoff {
 impl WatchBackoff {
     const FIRST: std::time::Duration = std::time::Duration::from_millis(500);
     const LAST: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// A watch that has not failed for this long has had a try since its
+    /// last failure (the longest backoff) and is taken as working again.
+    pub(crate) fn quiet_after_failure() -> std::time::Duration {
+        Self::LAST + PROBE_EVERY
+    }
 }
 
 impl Default for WatchBackoff {

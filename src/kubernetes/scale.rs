@@ -9,6 +9,7 @@
 
 use super::endpoints::PodSource;
 use super::{is_conflict, Cluster};
+use crate::pods::Dispatcher;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -48,10 +49,38 @@ pub struct ScaleTarget {
     pub replicas: AtomicI64,
     /// An activation (raise from zero) is under way.
     pub activating: AtomicBool,
-    /// After another gateway raises the count from zero, how long the
-    /// leader leaves it even if it still wants zero: the service's stable
-    /// window and scale-to-zero grace period, as after any traffic.
+    /// After another gateway raises the count from zero and a pod is ready,
+    /// how long the leader leaves it even if it still wants zero: the
+    /// service's stable window and scale-to-zero grace period, as after any
+    /// traffic.
     pub zero_hold: Duration,
+    /// How long a request may be held for a pod that is starting: the
+    /// leader leaves a raised count at least this long for its pod to come.
+    pub activation_timeout: Duration,
+    /// The service's pods in the balancer (ready ones).
+    pub dispatcher: Arc<Dispatcher>,
+}
+
+/// A raise from zero by a gateway holding a request, as the leader saw it.
+/// The leader may not see that gateway's traffic (its own metrics, or pods
+/// that are not ready yet report nothing), so it leaves the count alone for
+/// a while even if it still wants zero.
+#[derive(Debug, Clone, Copy)]
+struct Raised {
+    at: Instant,
+    first_ready: Option<Instant>,
+}
+
+impl Raised {
+    /// A pod that has become ready is kept for `zero_hold`, as after
+    /// traffic; one still starting, for as long as a request may be held
+    /// for it (never less than `zero_hold`).
+    fn until(&self, zero_hold: Duration, activation_timeout: Duration) -> Instant {
+        match self.first_ready {
+            Some(ready) => ready + zero_hold,
+            None => self.at + activation_timeout.max(zero_hold),
+        }
+    }
 }
 
 impl ScaleTarget {
@@ -79,10 +108,8 @@ pub async fn keep(target: Arc<ScaleTarget>, mut wanted: watch::Receiver<Option<W
     let mut leading = leadership.subscribe();
     let mut wait = Duration::ZERO;
     let mut retry = RETRY_FIRST;
-    // When this gateway saw the count leave zero without writing it itself:
-    // a gateway holding a request raised it. The leader then leaves it for
-    // `zero_hold` even if it still wants zero (it may not see that traffic).
-    let mut raised_at: Option<Instant> = None;
+    // The count left zero without this gateway writing it: an activation.
+    let mut raised: Option<Raised> = None;
     loop {
         tokio::select! {
             changed = wanted.changed() => if changed.is_err() { return },
@@ -94,7 +121,13 @@ pub async fn keep(target: Arc<ScaleTarget>, mut wanted: watch::Receiver<Option<W
             .borrow_and_update()
             .filter(|w| w.at.elapsed() < STALE)
             .map(|w| w.replicas);
-        let holding_zero = raised_at.is_some_and(|at| at.elapsed() < target.zero_hold);
+        if let Some(r) = raised.as_mut() {
+            if r.first_ready.is_none() && !target.dispatcher.pods().is_empty() {
+                r.first_ready = Some(Instant::now());
+            }
+        }
+        let hold_until = raised.map(|r| r.until(target.zero_hold, target.activation_timeout));
+        let holding_zero = hold_until.is_some_and(|until| Instant::now() < until);
         let before = target.replicas.load(Ordering::Relaxed);
         let round = async {
             match fresh {
@@ -117,18 +150,17 @@ pub async fn keep(target: Arc<ScaleTarget>, mut wanted: watch::Receiver<Option<W
         target.report(&result);
         let after = target.replicas.load(Ordering::Relaxed);
         if after == 0 {
-            raised_at = None;
+            raised = None;
         } else if before == 0 && matches!(result, Ok(None)) {
             info!(namespace = %target.namespace, deployment = %target.deployment, replicas = after, "raised from zero by an activation");
-            raised_at = Some(Instant::now());
+            raised = Some(Raised {
+                at: Instant::now(),
+                first_ready: None,
+            });
         }
-        if holding_zero {
+        if let Some(until) = hold_until.filter(|_| holding_zero) {
             // Look again when the hold ends, not only at the next resync.
-            wait = wait.min(
-                target
-                    .zero_hold
-                    .saturating_sub(raised_at.map_or(Duration::ZERO, |at| at.elapsed())),
-            );
+            wait = wait.min(until.saturating_duration_since(Instant::now()));
         }
         match result {
             Ok(written) => {
@@ -206,4 +238,30 @@ async fn set_replicas(
         }
     }
     Err("the scale kept changing under us (3 conflicts); trying again".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOLD: Duration = Duration::from_secs(90);
+    const ACTIVATION: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn a_raised_count_is_left_while_its_pod_starts_and_a_hold_after_it_is_ready() {
+        let at = Instant::now();
+        let starting = Raised {
+            at,
+            first_ready: None,
+        };
+        assert_eq!(starting.until(HOLD, ACTIVATION), at + ACTIVATION);
+        let ready_at = at + Duration::from_secs(200);
+        let ready = Raised {
+            at,
+            first_ready: Some(ready_at),
+        };
+        assert_eq!(ready.until(HOLD, ACTIVATION), ready_at + HOLD);
+        // A short activation timeout never shortens the hold.
+        assert_eq!(starting.until(HOLD, Duration::from_secs(5)), at + HOLD);
+    }
 }

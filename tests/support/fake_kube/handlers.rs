@@ -50,6 +50,9 @@ fn collection(
     request: &ApiRequest,
 ) -> Answer {
     match (&request.method, namespace) {
+        (&Method::GET, namespace) if request.query.watch && shared.refusing_watches() => {
+            Err(ApiError::forbidden(resource, "watch", namespace.as_deref()))
+        }
         (&Method::GET, namespace) if request.query.watch => {
             watch(shared, resource, namespace, &request.query)
         }

@@ -73,6 +73,7 @@ struct Log {
     requests: Vec<Request>,
     scale_writes: Vec<ScaleWrite>,
     conflicts_to_inject: usize,
+    refuse_watches: bool,
 }
 
 // === impl FakeKube ===
@@ -214,6 +215,12 @@ current-context: fake-kube
         lock(&self.shared.log).conflicts_to_inject = n;
     }
 
+    /// From now on (or no longer), every new watch is answered 403, as by
+    /// RBAC that allows list but not watch; lists still work.
+    pub fn refuse_watches(&self, refuse: bool) {
+        lock(&self.shared.log).refuse_watches = refuse;
+    }
+
     pub fn scale_writes(&self) -> Vec<ScaleWrite> {
         lock(&self.shared.log).scale_writes.clone()
     }
@@ -242,6 +249,10 @@ impl Shared {
             method: method.clone(),
             path_and_query: path_and_query.to_string(),
         });
+    }
+
+    fn refusing_watches(&self) -> bool {
+        lock(&self.log).refuse_watches
     }
 
     /// Whether this write is one `conflict_next_writes` asked to refuse.

@@ -197,6 +197,25 @@ impl ApiError {
         Self::new(404, "NotFound", message.into(), Some(json!({})))
     }
 
+    /// What RBAC answers a verb it does not allow.
+    pub fn forbidden(resource: &ResourceType, verb: &str, namespace: Option<&str>) -> ApiError {
+        let within = namespace.map_or(String::from(" at the cluster scope"), |ns| {
+            format!(" in the namespace \"{ns}\"")
+        });
+        let message = format!(
+            "{} is forbidden: User \"system:serviceaccount:sluice-system:sluice\" cannot {verb} resource \"{}\" in API group \"{}\"{within}",
+            resource.qualified(),
+            resource.plural,
+            resource.group
+        );
+        Self::new(
+            403,
+            "Forbidden",
+            message,
+            Some(json!({"group": resource.group, "kind": resource.plural})),
+        )
+    }
+
     pub fn internal(message: &str) -> ApiError {
         let message = format!("Internal error occurred: {message}");
         Self::new(500, "InternalError", message, None)
