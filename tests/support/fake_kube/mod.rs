@@ -10,6 +10,15 @@
 //!
 //! The test side plays the cluster's controllers: `apply` writes objects
 //! (status included) and `get`/`replicas`/`lease_holder` read them.
+//!
+//! Where it differs from a real API server (none of which sluice relies
+//! on): no TLS, authentication or RBAC (but `refuse_watches` answers 403 as
+//! RBAC would); HTTP/1.1 and JSON only; no discovery; lists come in one page
+//! (`limit`/`continue` ignored) at the latest version; no periodic bookmarks
+//! and history kept until `compact`; strategic merge patch treated as merge
+//! patch, server-side apply approximated; no controllers (a Deployment's
+//! status never changes by itself), no finalizers or graceful deletion;
+//! field selectors only on `metadata.name` and `metadata.namespace`.
 
 mod decode;
 mod handlers;
