@@ -45,6 +45,49 @@ fn ip(pod: &Upstream) -> String {
     pod.addr.ip().to_string()
 }
 
+/// A fake cluster: the model's Deployment, its pods (real upstreams on
+/// these loopback IPs, one port) listed in its slice, and a kubeconfig.
+struct Setup {
+    pods: Vec<Upstream>,
+    port: u16,
+    fake: FakeKube,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(ips: &[&str], replicas: i64, states: &[State]) -> Setup {
+    let pods = pods_on_one_port(ips).await;
+    let fake = FakeKube::start().await;
+    fake.apply(deployment(NS, DEPLOYMENT, replicas));
+    apply_pods(&fake, &pods, states);
+    let dir = tempfile::tempdir().unwrap();
+    Setup {
+        port: pods[0].addr.port(),
+        kubeconfig: fake.write_kubeconfig(0, dir.path()),
+        pods,
+        fake,
+        _dir: dir,
+    }
+}
+
+type State = fn(&str, &str) -> EndpointSpec;
+const READY: State = EndpointSpec::ready;
+const STARTING: State = EndpointSpec::not_ready;
+const LEAVING: State = EndpointSpec::terminating;
+
+/// The service's slice: the first pods, named model-a, model-b, ..., in
+/// these states, on the pods' port.
+fn apply_pods(fake: &FakeKube, pods: &[Upstream], states: &[State]) {
+    let names = ["model-a", "model-b", "model-c", "model-d"];
+    let endpoints: Vec<EndpointSpec> = pods
+        .iter()
+        .zip(states)
+        .zip(names)
+        .map(|((pod, state), name)| state(&ip(pod), name))
+        .collect();
+    fake.apply(slice(&endpoints, pods[0].addr.port()));
+}
+
 async fn service_status(gateway: &TestGateway) -> serde_json::Value {
     let status = get_json(gateway.admin_url("/status")).await;
     status["services"][0].clone()
@@ -83,16 +126,13 @@ fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_through_the_subresource_and_balances_over_the_endpoint_slices() {
-    let pods = pods_on_one_port(&["127.0.0.1", "127.0.0.2", "127.0.0.3"]).await;
-    let port = pods[0].addr.port();
-    let fake = FakeKube::start().await;
-    fake.apply(deployment(NS, DEPLOYMENT, 1));
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
+    let Setup {
+        pods,
         port,
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = fake.write_kubeconfig(0, dir.path());
+        fake,
+        kubeconfig,
+        _dir,
+    } = setup(&["127.0.0.1", "127.0.0.2", "127.0.0.3"], 1, &[READY]).await;
     let gateway = TestGateway::start(&config(
         &kubeconfig,
         port,
@@ -115,27 +155,13 @@ async fn scales_through_the_subresource_and_balances_over_the_endpoint_slices() 
     })
     .await;
     // The Deployment's new pods come up: the balancer follows the slice.
-    fake.apply(slice(
-        &[
-            EndpointSpec::ready(&ip(&pods[0]), "model-a"),
-            EndpointSpec::ready(&ip(&pods[1]), "model-b"),
-            EndpointSpec::not_ready(&ip(&pods[2]), "model-c"),
-        ],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY, READY, STARTING]);
     eventually(Duration::from_secs(5), "2 ready pods", || async {
         ready_pods(&gateway).await == 2
     })
     .await;
     assert_eq!(pods[2].hits(), 0, "a pod that is not ready gets nothing");
-    fake.apply(slice(
-        &[
-            EndpointSpec::ready(&ip(&pods[0]), "model-a"),
-            EndpointSpec::ready(&ip(&pods[1]), "model-b"),
-            EndpointSpec::ready(&ip(&pods[2]), "model-c"),
-        ],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY, READY, READY]);
     eventually(
         Duration::from_secs(5),
         "every pod gets requests",
@@ -152,20 +178,19 @@ async fn scales_through_the_subresource_and_balances_over_the_endpoint_slices() 
     assert_eq!(names, ["model-a", "model-b", "model-c"]);
 
     // A pod being removed gets no new requests.
-    fake.apply(slice(
-        &[
-            EndpointSpec::ready(&ip(&pods[0]), "model-a"),
-            EndpointSpec::ready(&ip(&pods[1]), "model-b"),
-            EndpointSpec::terminating(&ip(&pods[2]), "model-c"),
-        ],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY, READY, LEAVING]);
     eventually(Duration::from_secs(5), "2 ready pods", || async {
         ready_pods(&gateway).await == 2
     })
     .await;
     let before = pods[2].hits();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let served = pods[0].hits() + pods[1].hits();
+    eventually(
+        Duration::from_secs(10),
+        "10 more requests served",
+        || async { pods[0].hits() + pods[1].hits() >= served + 10 },
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for client in clients {
         let codes = client.await.unwrap();
@@ -211,16 +236,13 @@ async fn scales_through_the_subresource_and_balances_over_the_endpoint_slices() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_write_is_read_again_and_retried() {
-    let pods = pods_on_one_port(&["127.0.0.1"]).await;
-    let port = pods[0].addr.port();
-    let fake = FakeKube::start().await;
-    fake.apply(deployment(NS, DEPLOYMENT, 1));
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
+    let Setup {
+        pods: _pods,
         port,
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = fake.write_kubeconfig(0, dir.path());
+        fake,
+        kubeconfig,
+        _dir,
+    } = setup(&["127.0.0.1"], 1, &[READY]).await;
     // Someone else writes first, twice.
     fake.conflict_next_writes(2);
     let gateway = TestGateway::start(&config(
@@ -264,10 +286,7 @@ async fn two_gateways_elect_one_leader_which_alone_scales_and_another_takes_over
     let fake = FakeKube::start().await;
     fake.add_listener().await;
     fake.apply(deployment(NS, DEPLOYMENT, 1));
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY]);
     let dir = tempfile::tempdir().unwrap();
     let service = |min: u32| format!("    minReplicas: {min}\n    maxReplicas: 4\n");
     // Gateway i talks to listener i, so the fake tells their writes apart.
@@ -403,10 +422,7 @@ async fn a_follower_holding_a_request_at_zero_raises_the_deployment_from_zero_on
     )
     .await;
     // The pod comes up; the held request is answered.
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY]);
     assert_eq!(request.await.unwrap(), 200);
     assert!(!is_leader(&gateway).await);
 
@@ -419,15 +435,24 @@ async fn a_follower_holding_a_request_at_zero_raises_the_deployment_from_zero_on
     .await;
     let writes = fake.scale_writes().len();
     let url = gateway.url("/slow?ms=10");
+    let scale_reads = || {
+        let requests = fake.requests();
+        requests
+            .iter()
+            .filter(|r| r.method == http::Method::GET && r.path_and_query.contains("/scale"))
+            .count()
+    };
+    let reads = scale_reads();
     let held =
         tokio::spawn(async move { send(client().get(url).header("host", HOST)).await.status() });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // It asks again every second while it holds the request: twice, then.
+    eventually(Duration::from_secs(10), "two activation reads", || async {
+        scale_reads() >= reads + 2
+    })
+    .await;
     assert_eq!(fake.scale_writes().len(), writes);
     assert_eq!(fake.replicas(NS, DEPLOYMENT), Some(2));
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY]);
     assert_eq!(held.await.unwrap(), 200);
 }
 
@@ -601,16 +626,13 @@ async fn inference_services_that_opt_in_are_served_updated_and_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
-    let pods = pods_on_one_port(&["127.0.0.1", "127.0.0.2"]).await;
-    let port = pods[0].addr.port();
-    let fake = FakeKube::start().await;
-    fake.apply(deployment(NS, DEPLOYMENT, 1));
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
+    let Setup {
+        pods,
         port,
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = fake.write_kubeconfig(0, dir.path());
+        fake,
+        kubeconfig,
+        _dir,
+    } = setup(&["127.0.0.1", "127.0.0.2"], 1, &[READY]).await;
     // Idle with minReplicas 0: it would go to zero after 4 s + 1 s.
     let yaml = config(
         &kubeconfig,
@@ -704,13 +726,7 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
         },
     )
     .await;
-    fake.apply(slice(
-        &[
-            EndpointSpec::ready(&ip(&pods[0]), "model-a"),
-            EndpointSpec::ready(&ip(&pods[1]), "model-b"),
-        ],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY, READY]);
     fake.compact();
     fake.restart().await;
     eventually(
@@ -729,16 +745,13 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_finds_its_cluster_through_kubeconfig_and_hands_back_its_lease_on_sigterm() {
-    let pods = pods_on_one_port(&["127.0.0.1"]).await;
-    let port = pods[0].addr.port();
-    let fake = FakeKube::start().await;
-    fake.apply(deployment(NS, DEPLOYMENT, 1));
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
+    let Setup {
+        pods: _pods,
         port,
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = fake.write_kubeconfig(0, dir.path());
+        fake,
+        kubeconfig,
+        _dir,
+    } = setup(&["127.0.0.1"], 1, &[READY]).await;
     // No `kubernetes.kubeconfig`: found as kubectl finds it, through $KUBECONFIG.
     let yaml = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nkubernetes:\n{}services:\n  - name: model\n    namespace: {NS}\n    \
@@ -841,10 +854,7 @@ async fn the_leader_does_not_undo_a_followers_raise_from_zero() {
         .map(|w| (w.listener, w.from, w.to))
         .collect();
     assert!(writes.iter().all(|w| w.0 == 1), "{writes:?}");
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY]);
     assert_eq!(held.await.unwrap(), 200);
 }
 
@@ -894,16 +904,13 @@ async fn a_new_gateway_does_not_scale_down_a_running_deployment_before_a_stable_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_that_keeps_failing_stays_reported_while_lists_keep_the_pods_current() {
-    let pods = pods_on_one_port(&["127.0.0.1", "127.0.0.2"]).await;
-    let port = pods[0].addr.port();
-    let fake = FakeKube::start().await;
-    fake.apply(deployment(NS, DEPLOYMENT, 1));
-    fake.apply(slice(
-        &[EndpointSpec::ready(&ip(&pods[0]), "model-a")],
+    let Setup {
+        pods,
         port,
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = fake.write_kubeconfig(0, dir.path());
+        fake,
+        kubeconfig,
+        _dir,
+    } = setup(&["127.0.0.1", "127.0.0.2"], 1, &[READY]).await;
     let gateway = TestGateway::start(&config(&kubeconfig, port, "", "")).await;
     eventually(Duration::from_secs(10), "the ready pod", || async {
         ready_pods(&gateway).await == 1
@@ -927,13 +934,7 @@ async fn a_watch_that_keeps_failing_stays_reported_while_lists_keep_the_pods_cur
     )
     .await;
     // Lists work: a new pod is seen through them.
-    fake.apply(slice(
-        &[
-            EndpointSpec::ready(&ip(&pods[0]), "model-a"),
-            EndpointSpec::ready(&ip(&pods[1]), "model-b"),
-        ],
-        port,
-    ));
+    apply_pods(&fake, &pods, &[READY, READY]);
     eventually(
         Duration::from_secs(10),
         "the new pod, from a list",
