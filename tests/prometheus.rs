@@ -153,9 +153,39 @@ async fn alert_rules_pass_promtool_and_use_only_real_metrics() {
     assert!(parsed["panels"].as_array().unwrap().len() >= 8);
 
     // Every metric they name is one the gateway exposes, once each family
-    // has a sample: a request, one of sluice's own errors, a failed reload.
+    // has a sample: a request, one of sluice's own errors, a failed reload,
+    // a failed Kubernetes call (to an API server that is not there).
     let pod = upstream().await;
-    let gw = TestGateway::start(&one_service(&[&pod], "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"http://{closed}\"}}}}]\n\
+             users: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let yaml = format!(
+        "{}  - name: remote\n    backend:\n      kubernetes: {{ deployment: remote, port: 80 }}\nkubernetes:\n  kubeconfig: {}\n",
+        one_service(&[&pod], ""),
+        kubeconfig.display()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    eventually(
+        Duration::from_secs(10),
+        "a failed Kubernetes call",
+        || async {
+            get_text(gw.admin_url("/metrics"))
+                .await
+                .contains("sluice_kubernetes_api_errors_total{")
+        },
+    )
+    .await;
     send(client().get(gw.url("/"))).await;
     let big = "x".repeat(70_000);
     let r = send(client().get(gw.url("/")).header("x-big", big)).await;
