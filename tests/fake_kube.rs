@@ -379,12 +379,7 @@ async fn the_watcher_relists_after_410_and_ends_with_the_right_set() {
         let fake = FakeKube::start().await;
         fake.apply(slice("redwine", "a", &["10.0.0.1"]));
         fake.apply(slice("redwine", "b", &["10.0.0.2"]));
-        let slices: Api<EndpointSlice> = Api::namespaced(fake.client(0), NS);
-        let mut events = driven(watcher(slices, watcher::Config::default()).default_backoff());
-        let mut mirror = Mirror::default();
-        mirror
-            .follow_until(&mut events, |_, event| matches!(event, Event::InitDone))
-            .await;
+        let (mut events, mut mirror) = mirror_slices(&fake).await;
         assert_eq!(mirror.names(), ["a", "b"]);
 
         // Missed while down, and the history that would replay it is gone.
@@ -409,12 +404,7 @@ async fn the_watcher_resumes_after_the_api_server_restarts() {
     bounded(async {
         let fake = FakeKube::start().await;
         fake.apply(slice("redwine", "a", &["10.0.0.1"]));
-        let slices: Api<EndpointSlice> = Api::namespaced(fake.client(0), NS);
-        let mut events = driven(watcher(slices, watcher::Config::default()).default_backoff());
-        let mut mirror = Mirror::default();
-        mirror
-            .follow_until(&mut events, |_, event| matches!(event, Event::InitDone))
-            .await;
+        let (mut events, mut mirror) = mirror_slices(&fake).await;
         eventually(WITHIN, "the watch is open", || async {
             fake.open_watches() == 1
         })
@@ -668,6 +658,18 @@ fn driven<K: Send + 'static>(
     let (sender, receiver) = futures::channel::mpsc::unbounded();
     tokio::spawn(watcher.map(Ok).forward(sender));
     receiver.boxed()
+}
+
+/// A default kube-rs watcher of the fake's EndpointSlices in `NS`, driven
+/// in its own task, and its mirror once the first list is done.
+async fn mirror_slices(fake: &FakeKube) -> (Events<EndpointSlice>, Mirror) {
+    let slices: Api<EndpointSlice> = Api::namespaced(fake.client(0), NS);
+    let mut events = driven(watcher(slices, watcher::Config::default()).default_backoff());
+    let mut mirror = Mirror::default();
+    mirror
+        .follow_until(&mut events, |_, event| matches!(event, Event::InitDone))
+        .await;
+    (events, mirror)
 }
 
 /// The next watcher event, described (`Init`, `Apply(name)`, ...); an error

@@ -93,6 +93,20 @@ async fn service_status(gateway: &TestGateway) -> serde_json::Value {
     status["services"][0].clone()
 }
 
+/// Waits for the autoscaler's first decision on `pods` listed, ready pods:
+/// to keep them.
+async fn decided_on(gateway: &TestGateway, pods: u64) {
+    eventually(
+        Duration::from_secs(10),
+        "a decision on the listed pods",
+        || async {
+            let status = service_status(gateway).await;
+            status["readyPods"] == pods && status["desired"] == pods
+        },
+    )
+    .await;
+}
+
 async fn ready_pods(gateway: &TestGateway) -> u64 {
     service_status(gateway).await["readyPods"]
         .as_u64()
@@ -641,15 +655,7 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
         "",
     );
     let gateway = TestGateway::start(&yaml).await;
-    eventually(
-        Duration::from_secs(10),
-        "a decision on the ready pod",
-        || async {
-            let status = service_status(&gateway).await;
-            status["readyPods"] == 1 && status["desired"] == 1
-        },
-    )
-    .await;
+    decided_on(&gateway, 1).await;
     fake.bookmark();
 
     fake.stop().await;
@@ -877,15 +883,7 @@ async fn a_new_gateway_does_not_scale_down_a_running_deployment_before_a_stable_
         "",
     ))
     .await;
-    eventually(
-        Duration::from_secs(10),
-        "a first decision on 4 pods",
-        || async {
-            let status = service_status(&gateway).await;
-            status["readyPods"] == 4 && status["desired"] == 4
-        },
-    )
-    .await;
+    decided_on(&gateway, 4).await;
     // Idle, but observed for less than the stable window (6 s): kept.
     while started.elapsed() < Duration::from_secs(5) {
         assert!(fake.scale_writes().is_empty(), "{:?}", fake.scale_writes());
