@@ -17,5 +17,6 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod sidecar;
+pub mod supervise;
 pub mod upstream;
 pub mod webhook;

@@ -28,6 +28,8 @@ pub struct Service {
     scaler: Mutex<ScalerStatus>,
     autoscaler: Mutex<Option<JoinHandle<()>>>,
     metrics: ServiceMetrics,
+    /// The last panic of one of its tasks, for `/status`.
+    last_panic: Mutex<Option<String>>,
     created: Instant,
 }
 
@@ -72,6 +74,7 @@ impl Service {
             settings: ArcSwap::from_pointee(settings),
             scaler: Mutex::new(ScalerStatus::default()),
             autoscaler: Mutex::new(None),
+            last_panic: Mutex::new(None),
             created: Instant::now(),
         });
         service.start_autoscaler();
@@ -186,8 +189,44 @@ impl Service {
         // still says what it would want (`desired`).
         let observes = self.settings().config.metrics == MetricsSource::Pods;
         if (self.actuator().scales() || observes) && !running {
-            *task = Some(tokio::spawn(crate::autoscaler::run(self.clone())));
+            *task = Some(tokio::spawn(self.clone().supervised_autoscaler()));
         }
+    }
+
+    /// The autoscaler, started again if it panics: a service whose
+    /// autoscaler died would never scale, nor activate from zero, again.
+    /// It starts afresh (its history is lost), as after a gateway restart.
+    async fn supervised_autoscaler(self: Arc<Self>) {
+        let owner = format!("{}/{}", self.namespace, self.name);
+        let reporter = self.clone();
+        crate::supervise::restart_on_panic(
+            "autoscaler",
+            &owner,
+            move |message| reporter.task_panicked("autoscaler", message),
+            || crate::autoscaler::run(self.clone()),
+        )
+        .await;
+    }
+
+    /// Counts and remembers a panic of one of the service's tasks.
+    pub fn task_panicked(&self, task: &'static str, message: &str) {
+        self.metrics
+            .tasks
+            .panicked(task, &self.name, &self.namespace);
+        let seen = format!("{task} panicked and was restarted: {message}");
+        *self
+            .last_panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(seen);
+    }
+
+    /// What went wrong in the service's tasks, if anything.
+    pub fn problems(&self) -> Vec<String> {
+        let last = self
+            .last_panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.iter().cloned().collect()
     }
 
     fn actuator_lock(&self) -> std::sync::RwLockWriteGuard<'_, Arc<dyn Actuator>> {
@@ -218,7 +257,10 @@ fn actuator_for(
             &sc.namespace,
             kube,
             (sc.metrics == MetricsSource::Pods).then_some(sc.pod_metrics_port),
-            settings.spec.stable_window + settings.spec.scale_to_zero_grace,
+            settings
+                .spec
+                .stable_window
+                .saturating_add(settings.spec.scale_to_zero_grace),
             settings.activation_timeout,
             dispatcher.clone(),
         )),

@@ -215,10 +215,10 @@ async fn a_broken_file_is_rejected_and_the_old_config_keeps_serving() {
     let gw = TestGateway::start(&one_service(&[&pod], "")).await;
     let c = client();
     std::fs::write(&gw.config_path, "services:\n  - name: redwine-week4\n    minReplicas: 5\n    maxReplicas: 2\n    backend: {static: [\"127.0.0.1:1\"]}\n").unwrap();
-    let err = gw.gateway.reload().unwrap_err().to_string();
+    let err = gw.gateway.reload().await.unwrap_err().to_string();
     assert!(err.contains("services[0].maxReplicas"), "{err}");
     std::fs::write(&gw.config_path, "services: [ {name: ").unwrap();
-    assert!(gw.gateway.reload().is_err());
+    assert!(gw.gateway.reload().await.is_err());
     let r = send(c.get(gw.url("/"))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), pod.addr.to_string());

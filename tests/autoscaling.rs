@@ -248,7 +248,7 @@ async fn scale_down_under_steady_load_fails_no_request() {
     .await;
     // Down to 1 while requests are in flight at every replica.
     std::fs::write(&gw.config_path, with(1)).unwrap();
-    gw.gateway.reload().unwrap();
+    gw.gateway.reload().await.unwrap();
     eventually(Duration::from_secs(20), "1 replica left", || async {
         s.actuator().replicas().len() == 1 && ready(&s) == 1
     })
@@ -320,7 +320,7 @@ async fn a_reload_from_static_to_process_replaces_the_old_pods() {
         process_config("    minReplicas: 1\n    maxReplicas: 1", ""),
     )
     .unwrap();
-    gw.gateway.reload().unwrap();
+    gw.gateway.reload().await.unwrap();
     let s = service(&gw);
     eventually(
         Duration::from_secs(20),

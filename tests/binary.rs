@@ -100,7 +100,7 @@ fn check_names_the_fields_of_a_bad_kubernetes_section() {
         "{err}"
     );
     assert!(
-        err.contains("services[0].backend.kubernetes.port: must not be 0"),
+        err.contains("services[0].backend.kubernetes.port: must be between 1 and 65535, got 0"),
         "{err}"
     );
 }
@@ -275,4 +275,96 @@ async fn sluice_status_prints_services_and_pods_like_kubectl() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the gateway's admin"));
+}
+
+/// Issue 15, defects 1-3: values that `sluice check` accepted and that then
+/// killed the gateway, panicked its replica or autoscaler tasks, or scaled
+/// it to the maximum. Each is refused by `check` with its field, at start,
+/// and on reload, where the running configuration keeps serving. Each file
+/// version is parsed once even though SIGHUP and the file poller both see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_check_accepts_runs_and_a_reload_of_anything_else_keeps_serving() {
+    let pod = upstream().await;
+    let good = one_service(&[&pod], "");
+    let gw = GatewayProcess::start(&good);
+    let bad = [
+        (
+            "    panicWindowPercentage: 1e20\n",
+            "services[0].panicWindowPercentage",
+        ),
+        (
+            "    stableWindow: 500000000000y\n",
+            "services[0].stableWindow",
+        ),
+        (
+            "    scaleToZeroGracePeriod: 500000000000y\n",
+            "services[0].scaleToZeroGracePeriod",
+        ),
+        (
+            "    maxScaleDownRate: .nan\n",
+            "services[0].maxScaleDownRate",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (extra, field)) in bad.iter().enumerate() {
+        let yaml = one_service(&[&pod], extra);
+        let file = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&file, &yaml).unwrap();
+        let out = sluice()
+            .args(["check", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "check refuses {extra}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(field));
+        let out = sluice()
+            .args(["gateway", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "the gateway refuses {extra}");
+
+        std::fs::write(&gw.config_path, &yaml).unwrap();
+        gw.signal("HUP");
+        eventually(Duration::from_secs(10), "the reload is refused", || async {
+            gw.log_text().matches("configuration not reloaded").count() == i + 1
+        })
+        .await;
+        let r = send(client().get(gw.url("/"))).await;
+        assert_eq!(r.status(), 200, "the old configuration still serves");
+    }
+    let global_nan = good.replacen(
+        "services:",
+        "autoscaler:\n  maxScaleDownRate: .nan\nservices:",
+        1,
+    );
+    std::fs::write(&gw.config_path, &global_nan).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the poller refuses the global NaN",
+        || async {
+            gw.log_text()
+                .contains("autoscaler.maxScaleDownRate: must be greater than 1")
+        },
+    )
+    .await;
+    // A valid file again, picked up by the poller alone: by then the poller
+    // has read every bad version, and none was parsed twice.
+    let other = upstream().await;
+    std::fs::write(&gw.config_path, one_service(&[&other], "")).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "requests go to the new pod",
+        || async {
+            send(client().get(gw.url("/"))).await.text().await.unwrap() == other.addr.to_string()
+        },
+    )
+    .await;
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("configuration not reloaded").count(),
+        bad.len() + 1,
+        "each bad version parsed once:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
 }

@@ -354,7 +354,7 @@ async fn two_gateways_elect_one_leader_which_alone_scales_and_another_takes_over
     let writes_before = fake.scale_writes().len();
     for (i, gateway) in gateways.iter().enumerate() {
         std::fs::write(&gateway.config_path, yaml(i, 3)).unwrap();
-        gateway.gateway.reload().unwrap();
+        gateway.gateway.reload().await.unwrap();
     }
     eventually(
         Duration::from_secs(15),
@@ -393,7 +393,7 @@ async fn two_gateways_elect_one_leader_which_alone_scales_and_another_takes_over
         Some(["gw-a", "gw-b"][1 - new_leader])
     );
     std::fs::write(&staying.config_path, yaml(1 - new_leader, 1)).unwrap();
-    staying.gateway.reload().unwrap();
+    staying.gateway.reload().await.unwrap();
     eventually(Duration::from_secs(10), "1 replica written", || async {
         fake.replicas(NS, DEPLOYMENT) == Some(1)
     })
@@ -701,7 +701,7 @@ async fn with_the_api_server_down_serving_goes_on_and_nothing_is_scaled_down() {
     fake.apply(deployment("other", "other", 1));
     let more = "  - name: other\n    namespace: other\n    backend:\n      kubernetes: { deployment: other, port: 9 }\n";
     std::fs::write(&gateway.config_path, format!("{yaml}{more}")).unwrap();
-    gateway.gateway.reload().unwrap();
+    gateway.gateway.reload().await.unwrap();
     let response = send(client().get(gateway.admin_url("/readyz"))).await;
     assert_eq!(response.status(), 200);
     let body = response.text().await.unwrap();

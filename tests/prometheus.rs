@@ -191,7 +191,7 @@ async fn alert_rules_pass_promtool_and_use_only_real_metrics() {
     let r = send(client().get(gw.url("/")).header("x-big", big)).await;
     assert_eq!(r.status(), 431);
     std::fs::write(&gw.config_path, "services: [").unwrap();
-    assert!(gw.gateway.reload().is_err());
+    assert!(gw.gateway.reload().await.is_err());
     let exposed = get_text(gw.admin_url("/metrics")).await;
     let exposed = metric_names(&exposed);
     for name in metric_names(&rules)

@@ -52,6 +52,9 @@ pub struct ServiceStatus {
     pub pods: Vec<PodStatus>,
     /// The replicas the actuator manages, ready or not.
     pub replicas: Vec<ReplicaStatus>,
+    /// What went wrong in the service's own tasks (a panic, restarted).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,6 +107,7 @@ impl Status {
                     age_seconds: s.age().as_secs(),
                     pods,
                     replicas: s.actuator().replicas(),
+                    problems: s.problems(),
                 }
             })
             .collect();

@@ -52,6 +52,11 @@ pub fn services_table(status: &Status) -> String {
     for problem in &status.kubernetes_problems {
         let _ = writeln!(text, "kubernetes: {problem}");
     }
+    for s in &status.services {
+        for problem in &s.problems {
+            let _ = writeln!(text, "{}/{}: {problem}", s.namespace, s.name);
+        }
+    }
     text
 }
 

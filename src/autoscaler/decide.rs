@@ -63,9 +63,15 @@ impl Spec {
             target: s.scale_target * s.target_utilization.unwrap_or(d.target_utilization),
             metric: s.scale_metric,
             stable_window,
-            panic_window: stable_window
-                .mul_f64(panic_percentage / 100.0)
-                .max(Duration::from_secs(1)),
+            // Validated to 1-100 %; never a panic on anything else.
+            panic_window: Duration::try_from_secs_f64(
+                stable_window.as_secs_f64() * panic_percentage / 100.0,
+            )
+            .unwrap_or(stable_window)
+            .clamp(
+                Duration::from_secs(1),
+                stable_window.max(Duration::from_secs(1)),
+            ),
             panic_threshold: s
                 .panic_threshold_percentage
                 .unwrap_or(d.panic_threshold_percentage)
@@ -150,7 +156,7 @@ pub fn decide(
     if spec.min_replicas == 0 && desired == 0 {
         let idle_since = history.last_traffic().unwrap_or_default();
         let idle = now.saturating_sub(idle_since);
-        if idle >= spec.stable_window + spec.scale_to_zero_grace {
+        if idle >= spec.stable_window.saturating_add(spec.scale_to_zero_grace) {
             reason = format!("no traffic for {}s: scale to zero", idle.as_secs());
         } else if ready > 0 {
             desired = 1;

@@ -4,6 +4,7 @@
 //! (ranges, uniqueness, addresses) and names the field of every problem.
 
 mod kubernetes;
+pub mod ranges;
 mod size;
 mod types;
 mod validate;
@@ -15,12 +16,12 @@ pub use self::validate::{validate, validate_service_config};
 
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -31,26 +32,28 @@ pub enum ConfigError {
     },
 }
 
+/// The largest configuration file read: a Kubernetes ConfigMap holds at most
+/// 1 MiB, and no real sluice configuration comes near it.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// The deepest nesting the YAML may have. sluice's own schema is about six
+/// levels deep; the bound stops the parser early on a hostile file (each
+/// flow level makes a YAML scanner's work per token grow).
+pub const MAX_NESTING: usize = 32;
+
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_bounded(path)?;
         Config::parse(&text).map_err(|e| e.at(path))
     }
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        // serde_path_to_error names the exact field (`gateway.queueTimeout`),
-        // where the YAML error alone names only its parent.
-        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-        let config: Config =
-            serde_path_to_error::deserialize(deserializer).map_err(|e| ConfigError::Parse {
-                path: PathBuf::new(),
-                message: parse_message(&e),
-            })?;
+        let config = parse_yaml(text).map_err(|message| ConfigError::Parse {
+            path: PathBuf::new(),
+            message,
+        })?;
         let problems = validate(&config);
         if problems.is_empty() {
             Ok(config)
@@ -63,17 +66,65 @@ impl Config {
     }
 }
 
-fn parse_message(e: &serde_path_to_error::Error<serde_yaml_ng::Error>) -> String {
-    let path = e.path().to_string();
-    if path == "." || path.is_empty() {
-        e.inner().to_string()
-    } else {
-        format!("{path}: {}", e.inner())
+/// Reads the file if it is no larger than [`MAX_FILE_SIZE`], without ever
+/// holding more than that in memory.
+pub fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source: std::sync::Arc::new(source),
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    text_of(path, bytes)
+}
+
+/// The file's bytes as text; refused past [`MAX_FILE_SIZE`] or if not UTF-8.
+pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    let parse_error = |message: String| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(parse_error(format!(
+            "the file is larger than {MAX_FILE_SIZE} bytes (1 MiB, a ConfigMap's limit)"
+        )));
     }
+    String::from_utf8(bytes).map_err(|e| parse_error(format!("the file is not UTF-8: {e}")))
+}
+
+/// YAML to the typed [`Config`], streaming, with bounded nesting. The
+/// message names the field (`gateway.queueTimeout: ...`) and the line.
+fn parse_yaml(text: &str) -> Result<Config, String> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_NESTING;
+    budget.flow_nesting_limit = MAX_NESTING;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.with_snippet = false;
+    // serde_path_to_error names the exact field; the YAML error alone
+    // names only the line.
+    let mut path = None;
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+            path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|error| {
+        let message = error.without_snippet().to_string();
+        match path.as_deref() {
+            None | Some(".") | Some("?") | Some("") => message,
+            Some(path) => format!("{path}: {message}"),
+        }
+    })
 }
 
 impl ConfigError {
-    fn at(self, file: &Path) -> Self {
+    pub(crate) fn at(self, file: &Path) -> Self {
         match self {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: file.to_path_buf(),

@@ -1,6 +1,7 @@
 //! Checks that types cannot express. Every problem names its field.
 
-use super::{Config, MetricsSource, ServiceConfig};
+use super::ranges;
+use super::{AutoscalerDefaults, Config, Dur, MetricsSource, ServiceConfig};
 use http::uri::Authority;
 use std::collections::HashMap;
 
@@ -19,24 +20,39 @@ pub fn validate(config: &Config) -> Vec<String> {
             config.domain
         ));
     }
-    validate_autoscaler(config, &mut problems);
+    validate_autoscaler(
+        "autoscaler",
+        &Knobs::global(&config.autoscaler),
+        &mut problems,
+    );
+    ranges::TICK_INTERVAL.check(
+        "autoscaler.tickInterval",
+        config.autoscaler.tick_interval.0,
+        &mut problems,
+    );
     validate_kubernetes(config, &mut problems);
     let g = &config.gateway;
-    if g.queue_depth == 0 {
-        problems.push("gateway.queueDepth: must be at least 1".into());
-    }
-    if g.queue_timeout.0.is_zero() {
-        problems.push("gateway.queueTimeout: must be positive".into());
-    }
-    if g.request_timeout.0.is_zero() {
-        problems.push("gateway.requestTimeout: must be positive".into());
-    }
-    if g.connect_timeout.0.is_zero() {
-        problems.push("gateway.connectTimeout: must be positive".into());
-    }
-    if g.max_header_size.0 < 1024 {
-        problems.push("gateway.maxHeaderSize: must be at least 1KiB".into());
-    }
+    let p = &mut problems;
+    ranges::QUEUE_DEPTH.check("gateway.queueDepth", g.queue_depth as u64, p);
+    ranges::QUEUE_TIMEOUT.check("gateway.queueTimeout", g.queue_timeout.0, p);
+    ranges::REQUEST_TIMEOUT.check("gateway.requestTimeout", g.request_timeout.0, p);
+    ranges::ACTIVATION_TIMEOUT.check_set(
+        "gateway.activationTimeout",
+        g.activation_timeout.map(|d| d.0),
+        p,
+    );
+    ranges::CONNECT_TIMEOUT.check("gateway.connectTimeout", g.connect_timeout.0, p);
+    ranges::UPSTREAM_IDLE_TIMEOUT.check(
+        "gateway.upstreamIdleTimeout",
+        g.upstream_idle_timeout.0,
+        p,
+    );
+    ranges::MAX_HEADER_SIZE.check("gateway.maxHeaderSize", g.max_header_size.0, p);
+    ranges::SHUTDOWN_GRACE_PERIOD.check(
+        "gateway.shutdownGracePeriod",
+        g.shutdown_grace_period.0,
+        p,
+    );
 
     let mut owners: HashMap<String, String> = HashMap::new();
     let mut keys: HashMap<(String, String), usize> = HashMap::new();
@@ -71,42 +87,72 @@ pub fn validate(config: &Config) -> Vec<String> {
     problems
 }
 
-fn validate_autoscaler(config: &Config, problems: &mut Vec<String>) {
-    let a = &config.autoscaler;
-    check_positive(
-        "autoscaler.panicWindowPercentage",
-        a.panic_window_percentage,
+/// The autoscaler's knobs as written: every one for the global defaults,
+/// those that are set for a service.
+struct Knobs {
+    stable_window: Option<Dur>,
+    panic_window_percentage: Option<f64>,
+    panic_threshold_percentage: Option<f64>,
+    target_utilization: Option<f64>,
+    scale_to_zero_grace_period: Option<Dur>,
+    max_scale_up_rate: Option<f64>,
+    max_scale_down_rate: Option<f64>,
+}
+
+impl Knobs {
+    fn global(a: &AutoscalerDefaults) -> Knobs {
+        Knobs {
+            stable_window: Some(a.stable_window),
+            panic_window_percentage: Some(a.panic_window_percentage),
+            panic_threshold_percentage: Some(a.panic_threshold_percentage),
+            target_utilization: Some(a.target_utilization),
+            scale_to_zero_grace_period: Some(a.scale_to_zero_grace_period),
+            max_scale_up_rate: Some(a.max_scale_up_rate),
+            max_scale_down_rate: Some(a.max_scale_down_rate),
+        }
+    }
+
+    fn service(s: &ServiceConfig) -> Knobs {
+        Knobs {
+            stable_window: s.stable_window,
+            panic_window_percentage: s.panic_window_percentage,
+            panic_threshold_percentage: s.panic_threshold_percentage,
+            target_utilization: s.target_utilization,
+            scale_to_zero_grace_period: s.scale_to_zero_grace_period,
+            max_scale_up_rate: s.max_scale_up_rate,
+            max_scale_down_rate: s.max_scale_down_rate,
+        }
+    }
+}
+
+/// One check for the autoscaler's knobs, wherever they are written
+/// (`at` is `autoscaler` or `services[i]`).
+fn validate_autoscaler(at: &str, k: &Knobs, problems: &mut Vec<String>) {
+    let field = |name: &str| format!("{at}.{name}");
+    let duration = |d: Option<Dur>| d.map(|d| d.0);
+    ranges::STABLE_WINDOW.check_set(&field("stableWindow"), duration(k.stable_window), problems);
+    ranges::PANIC_WINDOW_PERCENTAGE.check_set(
+        &field("panicWindowPercentage"),
+        k.panic_window_percentage,
         problems,
     );
-    if a.panic_window_percentage > 100.0 {
-        problems.push("autoscaler.panicWindowPercentage: must be at most 100".into());
-    }
-    check_positive(
-        "autoscaler.panicThresholdPercentage",
-        a.panic_threshold_percentage,
+    ranges::PANIC_THRESHOLD_PERCENTAGE.check_set(
+        &field("panicThresholdPercentage"),
+        k.panic_threshold_percentage,
         problems,
     );
-    check_positive(
-        "autoscaler.targetUtilization",
-        a.target_utilization,
+    ranges::TARGET_UTILIZATION.check_set(
+        &field("targetUtilization"),
+        k.target_utilization,
         problems,
     );
-    if a.target_utilization > 1.0 {
-        problems.push("autoscaler.targetUtilization: must be at most 1.0".into());
-    }
-    check_positive("autoscaler.maxScaleUpRate", a.max_scale_up_rate, problems);
-    if a.max_scale_up_rate <= 1.0 {
-        problems.push("autoscaler.maxScaleUpRate: must be greater than 1".into());
-    }
-    if a.max_scale_down_rate <= 1.0 {
-        problems.push("autoscaler.maxScaleDownRate: must be greater than 1".into());
-    }
-    if a.stable_window.0.as_secs() < 2 {
-        problems.push("autoscaler.stableWindow: must be at least 2s".into());
-    }
-    if a.tick_interval.0.as_secs() < 1 {
-        problems.push("autoscaler.tickInterval: must be at least 1s".into());
-    }
+    ranges::SCALE_TO_ZERO_GRACE_PERIOD.check_set(
+        &field("scaleToZeroGracePeriod"),
+        duration(k.scale_to_zero_grace_period),
+        problems,
+    );
+    ranges::SCALE_RATE.check_set(&field("maxScaleUpRate"), k.max_scale_up_rate, problems);
+    ranges::SCALE_RATE.check_set(&field("maxScaleDownRate"), k.max_scale_down_rate, problems);
 }
 
 fn validate_kubernetes(config: &Config, problems: &mut Vec<String>) {
@@ -116,8 +162,16 @@ fn validate_kubernetes(config: &Config, problems: &mut Vec<String>) {
         election.renew_deadline.0,
         election.retry_period.0,
     );
-    if retry.is_zero() {
-        problems.push("kubernetes.leaderElection.retryPeriod: must be positive".into());
+    for (name, value) in [
+        ("leaseDuration", lease),
+        ("renewDeadline", renew),
+        ("retryPeriod", retry),
+    ] {
+        ranges::LEASE_TIMING.check(
+            &format!("kubernetes.leaderElection.{name}"),
+            value,
+            problems,
+        );
     }
     // A leader must give up before its lease can expire for the others, and
     // must get more than one try to renew before it gives up.
@@ -138,9 +192,16 @@ fn validate_kubernetes(config: &Config, problems: &mut Vec<String>) {
         ));
     }
     let isvc = &config.kubernetes.inference_services;
-    if isvc.port == 0 {
-        problems.push("kubernetes.inferenceServices.port: must not be 0".into());
-    }
+    ranges::PORT.check(
+        "kubernetes.inferenceServices.port",
+        u64::from(isvc.port),
+        problems,
+    );
+    ranges::PORT.check(
+        "kubernetes.inferenceServices.podMetricsPort",
+        u64::from(isvc.pod_metrics_port),
+        problems,
+    );
     for (i, ns) in isvc.namespaces.iter().enumerate() {
         if !is_dns_label(ns) {
             problems.push(format!(
@@ -181,36 +242,34 @@ fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
             s.min_replicas
         ));
     }
-    if s.max_replicas() == 0 {
-        problems.push(format!("{at}.maxReplicas: must be at least 1"));
-    }
-    check_positive(&format!("{at}.scaleTarget"), s.scale_target, problems);
-    if s.queue_timeout.is_some_and(|d| d.0.is_zero()) {
-        problems.push(format!("{at}.queueTimeout: must be positive"));
-    }
-    if s.request_timeout.is_some_and(|d| d.0.is_zero()) {
-        problems.push(format!("{at}.requestTimeout: must be positive"));
-    }
-    for (field, value) in [
-        ("panicWindowPercentage", s.panic_window_percentage),
-        ("panicThresholdPercentage", s.panic_threshold_percentage),
-        ("targetUtilization", s.target_utilization),
-    ] {
-        if let Some(v) = value {
-            check_positive(&format!("{at}.{field}"), v, problems);
-        }
-    }
-    for (field, value) in [
-        ("maxScaleUpRate", s.max_scale_up_rate),
-        ("maxScaleDownRate", s.max_scale_down_rate),
-    ] {
-        if value.is_some_and(|v| !(v.is_finite() && v > 1.0)) {
-            problems.push(format!("{at}.{field}: must be greater than 1"));
-        }
-    }
-    if s.queue_depth == Some(0) {
-        problems.push(format!("{at}.queueDepth: must be at least 1"));
-    }
+    let field = |name: &str| format!("{at}.{name}");
+    let count = |n: usize| n as u64;
+    ranges::MAX_REPLICAS.check(&field("maxReplicas"), u64::from(s.max_replicas()), problems);
+    ranges::SCALE_TARGET.check(&field("scaleTarget"), s.scale_target, problems);
+    ranges::CONTAINER_CONCURRENCY.check(
+        &field("containerConcurrency"),
+        count(s.container_concurrency),
+        problems,
+    );
+    ranges::PORT.check(
+        &field("podMetricsPort"),
+        u64::from(s.pod_metrics_port),
+        problems,
+    );
+    ranges::QUEUE_DEPTH.check_set(&field("queueDepth"), s.queue_depth.map(count), problems);
+    let duration = |d: Option<Dur>| d.map(|d| d.0);
+    ranges::REQUEST_TIMEOUT.check_set(
+        &field("requestTimeout"),
+        duration(s.request_timeout),
+        problems,
+    );
+    ranges::QUEUE_TIMEOUT.check_set(&field("queueTimeout"), duration(s.queue_timeout), problems);
+    ranges::ACTIVATION_TIMEOUT.check_set(
+        &field("activationTimeout"),
+        duration(s.activation_timeout),
+        problems,
+    );
+    validate_autoscaler(at, &Knobs::service(s), problems);
     validate_backend(at, s, problems);
 }
 
@@ -237,9 +296,11 @@ fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
                 kube.service.as_deref().unwrap_or_default()
             ));
         }
-        if kube.port == 0 {
-            problems.push(format!("{at}.backend.kubernetes.port: must not be 0"));
-        }
+        ranges::PORT.check(
+            &format!("{at}.backend.kubernetes.port"),
+            u64::from(kube.port),
+            problems,
+        );
     }
     if let Some(pods) = &backend.static_pods {
         if pods.is_empty() {
@@ -270,17 +331,16 @@ fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
                 process.readiness_path
             ));
         }
-        if process.startup_timeout.0.is_zero() {
-            problems.push(format!(
-                "{at}.backend.process.startupTimeout: must be positive"
-            ));
-        }
-    }
-}
-
-fn check_positive(field: &str, value: f64, problems: &mut Vec<String>) {
-    if !(value.is_finite() && value > 0.0) {
-        problems.push(format!("{field}: must be a positive number, got {value}"));
+        ranges::STARTUP_TIMEOUT.check(
+            &format!("{at}.backend.process.startupTimeout"),
+            process.startup_timeout.0,
+            problems,
+        );
+        ranges::STOP_GRACE_PERIOD.check(
+            &format!("{at}.backend.process.stopGracePeriod"),
+            process.stop_grace_period.0,
+            problems,
+        );
     }
 }
 
@@ -381,7 +441,7 @@ services:
             "{p:?}"
         );
         assert!(
-            has("services[0].scaleTarget: must be a positive number"),
+            has("services[0].scaleTarget: must be between 0.01 and 1000000, got 0"),
             "{p:?}"
         );
         assert!(has("services[0].backend.static[0]"), "{p:?}");
@@ -446,5 +506,111 @@ services:
                     .contains("services[0].backend: exactly one of static, process or kubernetes")),
             "{p:?}"
         );
+    }
+
+    /// Issue 15, defects 1 to 3: values that `sluice check` used to accept
+    /// and that then panicked a task or scaled to the maximum.
+    #[test]
+    fn values_the_gateway_cannot_run_are_refused_with_their_field() {
+        let service = |extra: &str| {
+            format!("services:\n  - name: a\n    minReplicas: 0\n{extra}    backend: {{process: {{command: [m]}}}}\n")
+        };
+        for (yaml, expected) in [
+            (
+                service("    panicWindowPercentage: 1e20\n"),
+                "services[0].panicWindowPercentage: must be between 1 and 100, got 100000000000000000000",
+            ),
+            (
+                service("    panicWindowPercentage: 1000\n"),
+                "services[0].panicWindowPercentage: must be between 1 and 100",
+            ),
+            (
+                service("    stableWindow: 500000000000y\n"),
+                "services[0].stableWindow: must be between 2s and 1h",
+            ),
+            (
+                service("    scaleToZeroGracePeriod: 500000000000y\n"),
+                "services[0].scaleToZeroGracePeriod: must be between 0s and 1h",
+            ),
+            (
+                service("").replace("command: [m]", "command: [m], startupTimeout: 500000000000y"),
+                "services[0].backend.process.startupTimeout: must be between 1ms and 1day",
+            ),
+            (
+                format!("autoscaler:\n  maxScaleDownRate: .nan\n{}", service("")),
+                "autoscaler.maxScaleDownRate: must be greater than 1 and at most 1000000, got NaN",
+            ),
+            (
+                service("    maxScaleDownRate: .nan\n"),
+                "services[0].maxScaleDownRate: must be greater than 1",
+            ),
+            (
+                format!("autoscaler:\n  targetUtilization: .inf\n{}", service("")),
+                "autoscaler.targetUtilization: must be between 0.01 and 1, got inf",
+            ),
+            (
+                format!("gateway:\n  requestTimeout: 500000000000y\n{}", service("")),
+                "gateway.requestTimeout: must be between 1ms and 1day",
+            ),
+            (
+                service("    activationTimeout: 500000000000y\n"),
+                "services[0].activationTimeout: must be between 1ms and 1day",
+            ),
+        ] {
+            let p = problems(&yaml);
+            assert!(p.iter().any(|x| x.contains(expected)), "{yaml}\n{p:?}");
+        }
+    }
+
+    #[test]
+    fn global_and_service_knobs_share_one_range() {
+        for knob in [
+            "stableWindow: 1s",
+            "panicWindowPercentage: 0.5",
+            "panicThresholdPercentage: 100",
+            "targetUtilization: 0",
+            "scaleToZeroGracePeriod: 2h",
+            "maxScaleUpRate: 1",
+            "maxScaleDownRate: .inf",
+        ] {
+            let name = knob.split(':').next().unwrap();
+            let global = problems(&format!("autoscaler:\n  {knob}\n"));
+            let local = problems(&format!(
+                "services:\n  - name: a\n    {knob}\n    backend: {{static: [\"127.0.0.1:1\"]}}\n"
+            ));
+            let strip = |p: &[String], prefix: &str| -> Vec<String> {
+                p.iter().map(|x| x.replacen(prefix, "", 1)).collect()
+            };
+            assert_eq!(global.len(), 1, "{knob}: {global:?}");
+            assert!(
+                global[0].starts_with(&format!("autoscaler.{name}:")),
+                "{global:?}"
+            );
+            assert_eq!(
+                strip(&global, "autoscaler."),
+                strip(&local, "services[0]."),
+                "{knob}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_or_large_files_are_refused_quickly() {
+        let deep = format!("services: {}{}\n", "[".repeat(200_000), "]".repeat(200_000));
+        // A quadratic parser takes minutes on this; the bounded one stops
+        // at the nesting limit.
+        let p = problems(&deep);
+        assert!(p[0].contains("services"), "{p:?}");
+        let mapping = format!(
+            "services: {}1{}\n",
+            "{a: ".repeat(100_000),
+            "}".repeat(100_000)
+        );
+        assert!(!problems(&mapping).is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, format!("# {}\n", "x".repeat(2 << 20))).unwrap();
+        let err = Config::load(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than 1048576 bytes"), "{err}");
     }
 }

@@ -4,6 +4,8 @@
 mod reload;
 mod shared;
 
+use self::reload::ConfigFile;
+
 pub use self::shared::Shared;
 
 use crate::config::{Config, ConfigError};
@@ -27,7 +29,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     data_addr: SocketAddr,
     admin_addr: SocketAddr,
-    config_path: Option<PathBuf>,
+    config_file: Option<Arc<ConfigFile>>,
     stop: watch::Sender<bool>,
     data_server: JoinHandle<()>,
     admin_server: JoinHandle<()>,
@@ -70,11 +72,18 @@ impl Gateway {
             .inference_services
             .enabled
             .then(|| {
-                let publish_to = shared.clone();
-                tokio::spawn(crate::kubernetes::watch_inference_services(
-                    shared.cluster.clone(),
-                    shared.config().domain.clone(),
-                    move |services| publish_to.set_discovered(services),
+                let shared = shared.clone();
+                tokio::spawn(supervised(
+                    "inference-services",
+                    shared.clone(),
+                    move || {
+                        let publish_to = shared.clone();
+                        crate::kubernetes::watch_inference_services(
+                            shared.cluster.clone(),
+                            shared.config().domain.clone(),
+                            move |services| publish_to.set_discovered(services),
+                        )
+                    },
                 ))
             });
         let (stop, stopped) = watch::channel(false);
@@ -109,15 +118,19 @@ impl Gateway {
             },
             stopped.clone(),
         ));
-        let watcher = config_path
-            .clone()
-            .map(|path| tokio::spawn(reload::watch_file(shared.clone(), path, stopped)));
+        let config_file = config_path.map(|path| Arc::new(ConfigFile::new(path)));
+        let watcher = config_file.clone().map(|file| {
+            let shared = shared.clone();
+            tokio::spawn(supervised("config-watcher", shared.clone(), move || {
+                reload::watch_file(shared.clone(), file.clone(), stopped.clone())
+            }))
+        });
         info!(listen = %data_addr, admin = %admin_addr, services = ?names, "sluice gateway started");
         Ok(Gateway {
             shared,
             data_addr,
             admin_addr,
-            config_path,
+            config_file,
             stop,
             data_server,
             admin_server,
@@ -140,9 +153,9 @@ impl Gateway {
 
     /// Re-reads the configuration file. An invalid file is reported and the
     /// running configuration keeps serving.
-    pub fn reload(&self) -> Result<(), ConfigError> {
-        match &self.config_path {
-            Some(path) => reload::reload(&self.shared, path),
+    pub async fn reload(&self) -> Result<(), ConfigError> {
+        match &self.config_file {
+            Some(file) => file.reload(&self.shared).await,
             None => Ok(()),
         }
     }
@@ -195,7 +208,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError>
         tokio::select! {
             _ = hangup.recv() => {
                 info!("SIGHUP: reloading the configuration");
-                let _ = gateway.reload();
+                let _ = gateway.reload().await;
             }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -208,6 +221,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError>
     );
     gateway.shutdown(grace).await;
     Ok(())
+}
+
+/// A gateway task, restarted if it panics (see [`crate::supervise`]).
+async fn supervised<F, Fut>(task: &'static str, shared: Arc<Shared>, start: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let on_panic = move |_: &str| shared.metrics.tasks.panicked(task, "", "");
+    crate::supervise::restart_on_panic(task, "gateway", on_panic, start).await;
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

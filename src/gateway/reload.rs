@@ -1,39 +1,124 @@
 //! Reloading the configuration file: on SIGHUP, and when its contents change.
+//!
+//! Each version of the file is parsed once: SIGHUP after an edit reloads
+//! it, and the poller, which then reads the same bytes, leaves it alone (and
+//! the other way round: SIGHUP after the poller saw the edit is answered
+//! with the outcome the poller had).
 
 use super::Shared;
-use crate::config::{Config, ConfigError};
+use crate::config::{self, Config, ConfigError, MAX_FILE_SIZE};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tracing::{error, info};
 
 /// How often the file is read to see if it changed.
 const POLL: Duration = Duration::from_secs(1);
 
-/// Loads, validates and applies the file. On error the running configuration
-/// stays, and the error is logged and counted.
-pub fn reload(shared: &Shared, path: &Path) -> Result<(), ConfigError> {
-    match Config::load(path) {
-        Ok(config) => {
-            let services = config.services.len();
-            shared.apply(config);
-            shared.metrics.reloaded(true);
-            info!(path = %path.display(), services, "configuration reloaded");
-            Ok(())
+/// The configuration file, and the bytes of it last read with what came of them.
+#[derive(Debug)]
+pub struct ConfigFile {
+    path: PathBuf,
+    last_read: Mutex<Option<LastRead>>,
+}
+
+#[derive(Debug)]
+struct LastRead {
+    bytes: Vec<u8>,
+    outcome: Result<(), ConfigError>,
+}
+
+// === impl ConfigFile ===
+
+impl ConfigFile {
+    pub fn new(path: PathBuf) -> Self {
+        ConfigFile {
+            path,
+            last_read: Mutex::new(None),
         }
-        Err(e) => {
-            shared.metrics.reloaded(false);
-            error!("configuration not reloaded, the running one stays: {e}");
-            Err(e)
+    }
+
+    /// Reads the file now and applies it if it changed since it was last
+    /// read (SIGHUP). On error the running configuration stays, and the
+    /// error is logged and counted.
+    pub async fn reload(&self, shared: &Shared) -> Result<(), ConfigError> {
+        let bytes = read(&self.path).await?;
+        if let Some(last) = self.last_read().as_ref().filter(|l| l.bytes == bytes) {
+            info!(path = %self.path.display(), "configuration file unchanged since it was last read");
+            return last.outcome.clone();
         }
+        self.apply(shared, bytes)
+    }
+
+    /// Applies the file if it differs from what was last read.
+    async fn reload_if_changed(&self, shared: &Shared) {
+        // A file that cannot be read now (being replaced) is tried again
+        // at the next poll; the running configuration stays meanwhile.
+        let Ok(bytes) = read(&self.path).await else {
+            return;
+        };
+        if self.last_read().as_ref().map(|l| &l.bytes) != Some(&bytes) {
+            info!(path = %self.path.display(), "configuration file changed");
+            let _ = self.apply(shared, bytes);
+        }
+    }
+
+    /// Remembers the file as read (valid or not, so that the poller does not
+    /// parse the same bytes again), parses it and applies it.
+    fn apply(&self, shared: &Shared, bytes: Vec<u8>) -> Result<(), ConfigError> {
+        // Under the lock: a SIGHUP and a poll never apply the same bytes twice.
+        let mut last = self.last_read();
+        if let Some(same) = last.as_ref().filter(|l| l.bytes == bytes) {
+            return same.outcome.clone();
+        }
+        let parsed = config::text_of(&self.path, bytes.clone())
+            .and_then(|text| Config::parse(&text).map_err(|e| e.at(&self.path)));
+        let outcome = match parsed {
+            Ok(config) => {
+                let services = config.services.len();
+                shared.apply(config);
+                shared.metrics.reloaded(true);
+                info!(path = %self.path.display(), services, "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                shared.metrics.reloaded(false);
+                error!("configuration not reloaded, the running one stays: {e}");
+                Err(e)
+            }
+        };
+        *last = Some(LastRead {
+            bytes,
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+
+    fn last_read(&self) -> std::sync::MutexGuard<'_, Option<LastRead>> {
+        self.last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// Polls the file's contents. Polling (not inotify) also sees a Kubernetes
 /// ConfigMap update, which swaps a symlink rather than writing the file.
-pub async fn watch_file(shared: Arc<Shared>, path: PathBuf, mut stopped: watch::Receiver<bool>) {
-    let mut last = tokio::fs::read(&path).await.ok();
+pub async fn watch_file(
+    shared: Arc<Shared>,
+    file: Arc<ConfigFile>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    if file.last_read().is_none() {
+        // The file as the gateway started with it.
+        if let Ok(bytes) = read(&file.path).await {
+            *file.last_read() = Some(LastRead {
+                bytes,
+                outcome: Ok(()),
+            });
+        }
+    }
     let mut ticks = tokio::time::interval(POLL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -41,11 +126,22 @@ pub async fn watch_file(shared: Arc<Shared>, path: PathBuf, mut stopped: watch::
             _ = ticks.tick() => {}
             _ = crate::server::stopped(&mut stopped) => return,
         }
-        let current = tokio::fs::read(&path).await.ok();
-        if current.is_some() && current != last {
-            info!(path = %path.display(), "configuration file changed");
-            let _ = reload(&shared, &path);
-            last = current;
-        }
+        file.reload_if_changed(&shared).await;
     }
+}
+
+/// The file's bytes, at most one more than [`MAX_FILE_SIZE`] (so that a
+/// larger file is refused without being read whole).
+async fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source: Arc::new(source),
+    };
+    let file = tokio::fs::File::open(path).await.map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(read_error)?;
+    Ok(bytes)
 }

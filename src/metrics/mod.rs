@@ -7,9 +7,11 @@
 
 mod kubernetes;
 mod live;
+mod tasks;
 
 pub use self::kubernetes::KubernetesMetrics;
 pub use self::live::LiveCollector;
+pub use self::tasks::TaskMetrics;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +63,7 @@ pub struct Metrics {
     unrouted: Counter,
     reloads: Family<ReloadLabels, Counter>,
     pub kubernetes: KubernetesMetrics,
+    pub tasks: TaskMetrics,
 }
 
 /// One service's handles, taken once so the request path does no registry work
@@ -72,6 +75,7 @@ pub struct ServiceMetrics {
     duration: Histogram,
     errors: Family<ErrorLabels, Counter>,
     retries: Counter,
+    pub tasks: TaskMetrics,
 }
 
 // === impl Metrics ===
@@ -117,9 +121,11 @@ impl Metrics {
             reloads.clone(),
         );
         let kubernetes = KubernetesMetrics::register(&mut registry);
+        let tasks = TaskMetrics::register(&mut registry);
         registry.register_collector(Box::new(live));
         Metrics {
             kubernetes,
+            tasks,
             registry,
             requests,
             durations,
@@ -140,6 +146,7 @@ impl Metrics {
             retries: self.retries.get_or_create(&labels).clone(),
             requests: self.requests.clone(),
             errors: self.errors.clone(),
+            tasks: self.tasks.clone(),
             labels,
         }
     }
