@@ -5,7 +5,6 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
-use tokio::time::Instant;
 
 pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -26,12 +25,10 @@ pub async fn check(client: &ProbeClient, uri: &http::Uri) -> bool {
 
 /// Checks every [`STARTUP_EVERY`] until one succeeds or `timeout` passes.
 pub async fn wait_ready(client: &ProbeClient, uri: &http::Uri, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check(client, uri).await {
-            return true;
+    let until_ready = async {
+        while !check(client, uri).await {
+            tokio::time::sleep(STARTUP_EVERY).await;
         }
-        tokio::time::sleep(STARTUP_EVERY).await;
-    }
-    false
+    };
+    tokio::time::timeout(timeout, until_ready).await.is_ok()
 }

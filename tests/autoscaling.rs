@@ -492,3 +492,61 @@ async fn when_a_sidecar_dies_its_model_is_stopped_and_both_restart() {
     assert_eq!(r.status(), 200);
     assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
 }
+
+/// Issue 15, defect 4: a replica is told its port before it binds it (a
+/// real model server imports for seconds first). A program that takes the
+/// port meanwhile answers the readiness probe, but must never get the
+/// replica's requests: sluice sees that the listening socket is not the
+/// replica's, and starts the replica again on another port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_on_a_replicas_port_never_gets_its_requests() {
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+services:
+  - name: redwine-week4
+    namespace: kserve-inference
+    backend:
+      process:
+        command: ["sh", "-c", "sleep 2; exec {bin} predictor --bind 127.0.0.1 --port $PORT --log warn"]
+        readinessPath: /v1/models/redwine-week4
+        stopGracePeriod: 2s
+"#,
+        bin = env!("CARGO_BIN_EXE_sluice"),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let s = service(&gw);
+    let port = poll_until(Duration::from_secs(10), "the replica's port", || async {
+        let replicas = s.actuator().replicas();
+        let address = replicas.first().map(|r| r.address.clone());
+        address
+            .and_then(|a| a.rsplit_once(':')?.1.parse::<u16>().ok())
+            .filter(|&port| port != 0)
+            .ok_or_else(|| "no port yet".to_string())
+    })
+    .await;
+    let squatter = support::upstream::upstream_at(&format!("127.0.0.1:{port}")).await;
+
+    let requests = (0..20).map(|_| {
+        let url = gw.url(PREDICT);
+        async move {
+            let r = send(client().post(url).body(INPUT)).await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    let answers = join_all(requests).await;
+    // The stranger answers every path with its address, probes included.
+    assert_ne!(squatter.last_path(), PREDICT, "the stranger got a request");
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(body.contains("predictions"), "the model answered: {body}");
+    }
+    let replica = &s.actuator().replicas()[0];
+    assert!(
+        replica.restarts >= 1 && !replica.address.ends_with(&format!(":{port}")),
+        "restarted on another port: {replica:?}"
+    );
+    squatter.stop();
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
+}

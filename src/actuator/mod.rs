@@ -2,6 +2,7 @@
 //! for a number of replicas and reads back what it has; each actuator puts
 //! its ready pods into the service's dispatcher itself.
 
+mod ownership;
 mod process;
 mod processes;
 mod replica;

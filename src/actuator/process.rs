@@ -10,6 +10,7 @@ use super::replica::{Launch, ProbeClient, Replica};
 use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
 use crate::config::ProcessBackend;
 use crate::pods::Dispatcher;
+use crate::supervise::restart_on_panic;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -85,12 +86,23 @@ impl ProcessActuator {
     fn start_one(&self) -> (Arc<Replica>, JoinHandle<()>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let replica = Replica::new(id, &self.launch.service);
-        let task = tokio::spawn(replica.clone().run(
-            self.launch.clone(),
-            self.dispatcher.clone(),
-            self.counts.clone(),
-            self.probe.clone(),
-        ));
+        let (launch, dispatcher) = (self.launch.clone(), self.dispatcher.clone());
+        let (counts, probe) = (self.counts.clone(), self.probe.clone());
+        let run = {
+            let replica = replica.clone();
+            async move {
+                // A panic kills the replica's processes (kill_on_drop) and
+                // starts them again: the replica never stops silently.
+                let start = || {
+                    let (launch, dispatcher) = (launch.clone(), dispatcher.clone());
+                    replica
+                        .clone()
+                        .run(launch, dispatcher, counts.clone(), probe.clone())
+                };
+                restart_on_panic("replica", &replica.name, |_| {}, start).await
+            }
+        };
+        let task = tokio::spawn(run);
         (replica, task)
     }
 }

@@ -2,12 +2,14 @@
 //! `sluice sidecar` in front of it. Each runs in its own process group, so
 //! that stopping it also stops what it started.
 
+use super::ownership;
 use super::replica::Launch;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::process::{Child, Command};
+use tracing::warn;
 
 /// How to start the sidecar of each replica.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub struct SidecarLaunch {
 pub struct Running {
     model: Child,
     sidecar: Option<Child>,
+    /// Where the model listens.
+    model_port: u16,
     /// Where requests for this replica go (the sidecar's, if any).
     pub traffic_port: u16,
     /// Where the sidecar reports the replica's load.
@@ -43,6 +47,7 @@ pub fn start(launch: &Launch) -> std::io::Result<Running> {
         return Ok(Running {
             model,
             sidecar: None,
+            model_port,
             traffic_port: model_port,
             stats_port: None,
             readiness: format!("http://127.0.0.1:{model_port}{}", launch.readiness_path),
@@ -79,6 +84,7 @@ pub fn start(launch: &Launch) -> std::io::Result<Running> {
         Ok(child) => Ok(Running {
             model,
             sidecar: Some(child),
+            model_port,
             traffic_port: traffic,
             stats_port: Some(admin),
             readiness: format!("http://127.0.0.1:{admin}/readyz"),
@@ -102,6 +108,27 @@ impl Running {
     /// The sidecar's process id, if it has one.
     pub fn sidecar_pid(&self) -> Option<u32> {
         self.sidecar.as_ref().and_then(Child::id)
+    }
+
+    /// The first of the replica's ports on which something other than the
+    /// replica's own processes listens, if any: the port was taken between
+    /// sluice freeing it and the replica binding it, and what answers there
+    /// must never get the replica's requests.
+    pub fn port_taken_by_another(&self) -> Option<u16> {
+        let mut owned = vec![(self.model_port, self.model.id())];
+        if let Some(sidecar) = &self.sidecar {
+            owned.push((self.traffic_port, sidecar.id()));
+            owned.extend(self.stats_port.map(|port| (port, sidecar.id())));
+        }
+        owned.into_iter().find_map(|(port, group)| {
+            let held = group.is_some_and(|group| {
+                ownership::held_by_group(port, group).unwrap_or_else(|error| {
+                    warn!(port, %error, "cannot tell who listens on a replica's port");
+                    false
+                })
+            });
+            (!held).then_some(port)
+        })
     }
 
     /// Resolves when the model or its sidecar exits.

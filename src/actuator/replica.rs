@@ -153,7 +153,9 @@ impl Replica {
                 ready = wait_ready(&probe, &readiness, launch.startup_timeout) => {
                     if !ready {
                         warn!(replica = %self.name, timeout = ?launch.startup_timeout, "replica not ready in time; restarting");
-                        running.terminate(Duration::ZERO).await;
+                        None
+                    } else if let Some(port) = running.port_taken_by_another() {
+                        warn!(replica = %self.name, port, "another program listens on the replica's port; restarting the replica on another port");
                         None
                     } else {
                         Some(self.serve(&mut running, &launch, &dispatcher, &counts, &mut stop).await)
@@ -254,13 +256,14 @@ async fn wait_ready(probe: &ProbeClient, uri: &str, timeout: Duration) -> bool {
 
 /// Waits for the pod's requests in flight to finish, at most `timeout`.
 async fn drain(pod: &Pod, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while pod.in_flight() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let _ = tokio::time::timeout(timeout, async {
+        while pod.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
-/// SIGTERM, then SIGKILL if still running after `grace`.
 /// Sleeps for `duration`; true if told to stop meanwhile.
 async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
