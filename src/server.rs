@@ -16,8 +16,9 @@ use tracing::{debug, warn};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A connection builder whose header buffers are bounded by `max_header_size`.
-pub fn builder(max_header_size: u64) -> auto::Builder<TokioExecutor> {
+/// A connection builder whose header buffers are bounded by `max_header_size`
+/// and whose HTTP/1 parser takes up to twice `max_header_count` header lines.
+pub fn builder(max_header_size: u64, max_header_count: usize) -> auto::Builder<TokioExecutor> {
     // sluice answers 431 itself below this bound; hyper's own limit, kept
     // above it, only stops a peer from making a connection buffer grow forever.
     let hard_limit = (max_header_size.saturating_mul(2)).clamp(16 << 10, 16 << 20) as usize;
@@ -27,6 +28,13 @@ pub fn builder(max_header_size: u64) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive(true)
         .max_buf_size(hard_limit);
+    // Likewise for the count: sluice answers 431 past `max_header_count`.
+    // At most 100, hyper keeps the parsed headers on the stack; above, it
+    // allocates them per request.
+    let parser_limit = max_header_count.saturating_mul(2).clamp(100, 1 << 16);
+    if parser_limit > 100 {
+        builder.http1().max_headers(parser_limit);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -67,6 +67,7 @@ pub const CONNECT_TIMEOUT: Bounds<Duration> = between(MS, secs(300));
 pub const UPSTREAM_IDLE_TIMEOUT: Bounds<Duration> = between(MS, HOUR);
 pub const SHUTDOWN_GRACE_PERIOD: Bounds<Duration> = between(Duration::ZERO, HOUR);
 pub const MAX_HEADER_SIZE: Bounds<u64> = between(1 << 10, 8 << 20);
+pub const MAX_HEADER_COUNT: Bounds<u64> = between(8, 10_000);
 
 // Local replicas.
 pub const STARTUP_TIMEOUT: Bounds<Duration> = between(MS, DAY);

@@ -66,6 +66,10 @@ pub struct GatewaySettings {
     pub max_request_body_size: ByteSize,
     /// Largest total size of request header names and values; past it, 431.
     pub max_header_size: ByteSize,
+    /// Most header lines a request may have; past it, 431. Requests with
+    /// more than twice as many are refused by the HTTP parser itself (431,
+    /// no body) before sluice sees them.
+    pub max_header_count: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_period: Dur,
 }
@@ -246,6 +250,8 @@ impl Default for GatewaySettings {
             activation_timeout: None,
             max_request_body_size: ByteSize(0),
             max_header_size: ByteSize(64 << 10),
+            // Envoy's default; hyper's parser stops at 100 too.
+            max_header_count: 100,
             shutdown_grace_period: Dur(Duration::from_secs(30)),
         }
     }

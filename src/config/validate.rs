@@ -48,6 +48,8 @@ pub fn validate(config: &Config) -> Vec<String> {
         p,
     );
     ranges::MAX_HEADER_SIZE.check("gateway.maxHeaderSize", g.max_header_size.0, p);
+    let header_count = g.max_header_count as u64;
+    ranges::MAX_HEADER_COUNT.check("gateway.maxHeaderCount", header_count, p);
     ranges::SHUTDOWN_GRACE_PERIOD.check(
         "gateway.shutdownGracePeriod",
         g.shutdown_grace_period.0,

@@ -58,7 +58,10 @@ impl Gateway {
         let data = bind(config.listen).await?;
         let admin = bind(config.admin).await?;
         let (data_addr, admin_addr) = (local_addr(&data), local_addr(&admin));
-        let max_header_size = config.gateway.max_header_size.0;
+        let (max_header_size, max_header_count) = (
+            config.gateway.max_header_size.0,
+            config.gateway.max_header_count,
+        );
         let names: Vec<String> = config
             .services
             .iter()
@@ -91,7 +94,7 @@ impl Gateway {
         let data_shared = shared.clone();
         let data_server = tokio::spawn(server::serve(
             data,
-            server::builder(max_header_size),
+            server::builder(max_header_size, max_header_count),
             // Per connection: request ids around the proxy.
             move |peer: SocketAddr| {
                 let shared = data_shared.clone();
@@ -111,7 +114,7 @@ impl Gateway {
         let admin_shared = shared.clone();
         let admin_server = tokio::spawn(server::serve(
             admin,
-            server::builder(max_header_size),
+            server::builder(max_header_size, max_header_count),
             move |_peer| {
                 let shared = admin_shared.clone();
                 hyper::service::service_fn(move |req| crate::admin::handle(shared.clone(), req))

@@ -73,7 +73,7 @@ impl Predictor {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(crate::server::serve(
             listener,
-            crate::server::builder(64 << 10),
+            crate::server::builder(64 << 10, 100),
             move |_peer| {
                 let model = model.clone();
                 hyper::service::service_fn(move |req| handle(model.clone(), req))

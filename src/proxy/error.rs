@@ -14,10 +14,16 @@ pub const SLUICE_HELD_MS: HeaderName = HeaderName::from_static("sluice-held-ms")
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The client's request is malformed: a broken body, a missing or doubled
+    /// Host. Never the pod's fault.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     #[error("no service for host {host:?} and path {path:?}")]
     RouteNotFound { host: String, path: String },
     #[error("request headers are {size} bytes, over the limit of {limit}")]
     HeadersTooLarge { size: usize, limit: u64 },
+    #[error("request has {count} header lines, over the limit of {limit}")]
+    TooManyHeaders { count: usize, limit: usize },
     #[error("request body is over the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("the service's queue is full")]
@@ -41,8 +47,11 @@ impl ProxyError {
     /// The value of the `sluice-error` header and of `error` in the body.
     pub fn kind(&self) -> &'static str {
         match self {
+            ProxyError::BadRequest(_) => "bad-request",
             ProxyError::RouteNotFound { .. } => "route-not-found",
-            ProxyError::HeadersTooLarge { .. } => "headers-too-large",
+            ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
+                "headers-too-large"
+            }
             ProxyError::BodyTooLarge { .. } => "body-too-large",
             ProxyError::QueueFull => "queue-full",
             ProxyError::QueueTimeout(_) => "queue-timeout",
@@ -55,8 +64,11 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
-            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::QueueFull
             | ProxyError::QueueTimeout(_)
@@ -66,6 +78,12 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
+    }
+
+    /// True when the client is at fault (a 4xx): logged quietly, since any
+    /// client can make as many as it likes, and never counted against a pod.
+    pub fn is_clients(&self) -> bool {
+        self.status().is_client_error()
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
@@ -104,6 +122,14 @@ mod tests {
         assert_eq!(r.status(), 504);
         assert!(r.headers().get("retry-after").is_none());
         assert_eq!(ProxyError::BodyTooLarge { limit: 1 }.status(), 413);
+        let r = ProxyError::BadRequest("no Host".into()).into_response();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.headers()["sluice-error"], "bad-request");
+        assert!(ProxyError::BadRequest(String::new()).is_clients());
+        assert!(!ProxyError::QueueFull.is_clients());
+        let r = ProxyError::TooManyHeaders { count: 2, limit: 1 }.into_response();
+        assert_eq!(r.status(), 431);
+        assert_eq!(r.headers()["sluice-error"], "headers-too-large");
         assert_eq!(
             ProxyError::HeadersTooLarge { size: 2, limit: 1 }.status(),
             431

@@ -17,7 +17,7 @@ use crate::config::GatewaySettings;
 use crate::gateway::Shared;
 use crate::pods::{AdmitError, Lease, Pod};
 use crate::service::{Service, ServiceSettings};
-use crate::upstream::{connect, BodyLimitExceeded, Connection, RequestBody};
+use crate::upstream::{connect, BodyLimitExceeded, ClientBodyError, Connection, RequestBody};
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
@@ -44,21 +44,23 @@ pub async fn proxy(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    let host = request_host(&req);
-    let service = {
+    let routed = request_host(&req).and_then(|host| {
         let routes = shared.routes.load();
         let host_name = host.as_ref().and_then(|h| h.to_str().ok());
         match routes.route(host_name, req.uri().path()) {
-            Ok(service) => service.clone(),
-            Err(not_found) => {
-                shared.metrics.unrouted();
-                debug!(host = %not_found.host, path = %not_found.path, "no route");
-                let error = ProxyError::RouteNotFound {
-                    host: not_found.host,
-                    path: not_found.path,
-                };
-                return ResponseBody::refusal(error, None);
-            }
+            Ok(service) => Ok((service.clone(), host)),
+            Err(not_found) => Err(ProxyError::RouteNotFound {
+                host: not_found.host,
+                path: not_found.path,
+            }),
+        }
+    });
+    let (service, host) = match routed {
+        Ok(routed) => routed,
+        Err(error) => {
+            shared.metrics.unrouted();
+            debug!(%error, "no route");
+            return ResponseBody::refusal(error, None);
         }
     };
     proxy_to(&shared, service, client_ip, host, req, started).await
@@ -85,12 +87,26 @@ pub async fn proxy_to(
             respond(service, forwarded, idle_timeout, started)
         }
         Err(error) => {
-            warn!(service = service.name(), %method, %uri, error = %error, "refused");
-            service.metrics().proxy_error(error.kind());
-            let status = error.status().as_u16();
-            ResponseBody::refusal(error, Some(Completion::new(service, None, status, started)))
+            if error.is_clients() {
+                // Any client can send these at will: not worth a warning each.
+                debug!(service = service.name(), %method, %uri, error = %error, "refused");
+            } else {
+                warn!(service = service.name(), %method, %uri, error = %error, "refused");
+            }
+            refuse(service, error, started)
         }
     }
+}
+
+/// sluice's own answer to a request for `service`, counted as the service's.
+pub fn refuse(
+    service: Arc<Service>,
+    error: ProxyError,
+    started: Instant,
+) -> Response<ResponseBody> {
+    service.metrics().proxy_error(error.kind());
+    let status = error.status().as_u16();
+    ResponseBody::refusal(error, Some(Completion::new(service, None, status, started)))
 }
 
 /// Checks limits, waits for a pod, and sends the request to it.
@@ -172,6 +188,14 @@ async fn forward(
 
 /// Refuses at once what is over the gateway's limits; no pod is involved.
 fn check_limits(req: &Request<Incoming>, limits: &GatewaySettings) -> Result<(), ProxyError> {
+    let count_limit = limits.max_header_count;
+    let count = req.headers().len();
+    if count > count_limit {
+        return Err(ProxyError::TooManyHeaders {
+            count,
+            limit: count_limit,
+        });
+    }
     let header_limit = limits.max_header_size.0;
     let size = headers_size(req.headers());
     if size as u64 > header_limit {
@@ -236,14 +260,38 @@ fn respond(
     Response::from_parts(parts, ResponseBody::streaming(body, completion))
 }
 
-/// The Host header, or an HTTP/2 request's `:authority`.
-pub fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    match req.headers().get(HOST) {
-        Some(host) => Some(host.clone()),
-        None => req
-            .uri()
+/// The host a request is for. HTTP/1, as RFC 9112 section 3.2 says: the
+/// authority of an absolute-form target wins over Host; a request without
+/// Host (HTTP/1.1) or with more than one is malformed; HTTP/1.0 may have
+/// none, and is then routed by its path. HTTP/2: the Host header if the
+/// client sent one (hyper's client sends it beside `:authority`; nginx reads
+/// it first too), else `:authority`.
+pub fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let (host, another) = (hosts.next(), hosts.next());
+    if another.is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header".into()));
+    }
+    let authority = || {
+        req.uri()
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            .map(|authority| HeaderValue::from_str(authority.as_str()))
+            .transpose()
+            .map_err(|_| ProxyError::BadRequest("the target's authority is not valid".into()))
+    };
+    match req.version() {
+        Version::HTTP_2 | Version::HTTP_3 => match host {
+            Some(host) => Ok(Some(host.clone())),
+            None => authority(),
+        },
+        version => {
+            if host.is_none() && version == Version::HTTP_11 {
+                return Err(ProxyError::BadRequest(
+                    "an HTTP/1.1 request must have a Host header".into(),
+                ));
+            }
+            Ok(authority()?.or_else(|| host.cloned()))
+        }
     }
 }
 
@@ -272,6 +320,12 @@ fn classify(error: hyper::Error, pod: &Pod) -> ProxyError {
     while let Some(e) = source {
         if let Some(BodyLimitExceeded(limit)) = e.downcast_ref::<BodyLimitExceeded>() {
             return ProxyError::BodyTooLarge { limit: *limit };
+        }
+        if let Some(ClientBodyError(cause)) = e.downcast_ref::<ClientBodyError>() {
+            return ProxyError::BadRequest(format!(
+                "the request body is malformed: {}",
+                root_cause(cause)
+            ));
         }
         source = e.source();
     }

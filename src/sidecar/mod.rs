@@ -69,7 +69,10 @@ impl Sidecar {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", options.admin))?;
         let (data_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
-        let max_header_size = config.gateway.max_header_size.0;
+        let (max_header_size, max_header_count) = (
+            config.gateway.max_header_size.0,
+            config.gateway.max_header_count,
+        );
         let shared = Shared::new(config);
         let service = shared.routes.load().services()[0].clone();
         let stats = Arc::new(Stats::default());
@@ -81,7 +84,7 @@ impl Sidecar {
             let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
             tokio::spawn(crate::server::serve(
                 data,
-                crate::server::builder(max_header_size),
+                crate::server::builder(max_header_size, max_header_count),
                 move |peer: SocketAddr| {
                     let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
                     let handler = ServiceBuilder::new()
@@ -91,17 +94,17 @@ impl Sidecar {
                             let (shared, service) = (shared.clone(), service.clone());
                             stats.arrived();
                             async move {
-                                let host = crate::proxy::request_host(&req);
                                 let started = std::time::Instant::now();
-                                let response = crate::proxy::proxy_to(
-                                    &shared,
-                                    service,
-                                    peer.ip(),
-                                    host,
-                                    req,
-                                    started,
-                                )
-                                .await;
+                                let response = match crate::proxy::request_host(&req) {
+                                    Ok(host) => {
+                                        let client = peer.ip();
+                                        crate::proxy::proxy_to(
+                                            &shared, service, client, host, req, started,
+                                        )
+                                        .await
+                                    }
+                                    Err(error) => crate::proxy::refuse(service, error, started),
+                                };
                                 Ok::<_, Infallible>(response)
                             }
                         });
@@ -112,7 +115,7 @@ impl Sidecar {
         };
         let admin_task = tokio::spawn(crate::server::serve(
             admin,
-            crate::server::builder(max_header_size),
+            crate::server::builder(max_header_size, max_header_count),
             {
                 let state = admin::AdminState {
                     shared: shared.clone(),

@@ -16,6 +16,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("request body is over the limit of {0} bytes")]
 pub struct BodyLimitExceeded(pub u64);
 
+/// The client's body broke while it was being sent on (a malformed chunk, a
+/// client that left mid-body): the client's fault, not the pod's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
@@ -62,7 +68,7 @@ impl Body for RequestBody {
         if frame.is_none() || self.inner.is_end_stream() {
             self.sent.store(true, Ordering::Release);
         }
-        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+        Poll::Ready(frame.map(|f| f.map_err(|e| ClientBodyError(e).into())))
     }
 
     fn is_end_stream(&self) -> bool {

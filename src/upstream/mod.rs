@@ -11,5 +11,5 @@
 mod body;
 mod pool;
 
-pub use self::body::{BodyLimitExceeded, RequestBody};
+pub use self::body::{BodyLimitExceeded, ClientBodyError, RequestBody};
 pub use self::pool::{connect, ConnectError, Connection, Connections};
