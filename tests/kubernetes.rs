@@ -861,7 +861,23 @@ async fn the_leader_does_not_undo_a_followers_raise_from_zero() {
         .collect();
     assert!(writes.iter().all(|w| w.0 == 1), "{writes:?}");
     apply_pods(&fake, &pods, &[READY]);
+    let ready = Instant::now();
     assert_eq!(held.await.unwrap(), 200);
+
+    // Once the pod is ready, the leader leaves it for its stable window and
+    // grace (7 s), as the README says, and then puts back its zero: counted
+    // from when it sees the pod ready, not from its next 10 s re-read.
+    eventually(Duration::from_secs(20), "the leader's zero", || async {
+        fake.replicas(NS, DEPLOYMENT) == Some(0)
+    })
+    .await;
+    let zero = fake.scale_writes().last().unwrap().clone();
+    assert_eq!((zero.listener, zero.from, zero.to), (0, 1, 0));
+    let held_for = zero.at.duration_since(ready);
+    assert!(
+        held_for >= Duration::from_secs(7) && held_for < Duration::from_secs(11),
+        "left for {held_for:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

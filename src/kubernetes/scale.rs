@@ -106,14 +106,21 @@ impl ScaleTarget {
 pub async fn keep(target: Arc<ScaleTarget>, mut wanted: watch::Receiver<Option<Wanted>>) {
     let leadership = target.cluster.leadership().clone();
     let mut leading = leadership.subscribe();
+    // A pod coming or going may end an activation's wait or start its hold:
+    // looked at then, not only at the next resync.
+    let mut pod_count = target.dispatcher.watch_pod_count();
     let mut wait = Duration::ZERO;
     let mut retry = RETRY_FIRST;
     // The count left zero without this gateway writing it: an activation.
     let mut raised: Option<Raised> = None;
     loop {
+        // Only while at zero or activating: otherwise pods come and go with
+        // every scale, and each would cost a read of the API.
+        let watch_pods = raised.is_some() || target.replicas.load(Ordering::Relaxed) == 0;
         tokio::select! {
             changed = wanted.changed() => if changed.is_err() { return },
             _ = leading.changed() => {}
+            _ = pod_count.changed(), if watch_pods => {}
             _ = tokio::time::sleep(wait) => {}
         }
         wait = RESYNC;
@@ -153,14 +160,21 @@ pub async fn keep(target: Arc<ScaleTarget>, mut wanted: watch::Receiver<Option<W
             raised = None;
         } else if before == 0 && matches!(result, Ok(None)) {
             info!(namespace = %target.namespace, deployment = %target.deployment, replicas = after, "raised from zero by an activation");
+            let now = Instant::now();
+            // Its pod may be ready already: the hold starts from then.
+            let ready = !target.dispatcher.pods().is_empty();
             raised = Some(Raised {
-                at: Instant::now(),
-                first_ready: None,
+                at: now,
+                first_ready: ready.then_some(now),
             });
         }
-        if let Some(until) = hold_until.filter(|_| holding_zero) {
+        let hold_left = raised
+            .map(|r| r.until(target.zero_hold, target.activation_timeout))
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero());
+        if let Some(left) = hold_left {
             // Look again when the hold ends, not only at the next resync.
-            wait = wait.min(until.saturating_duration_since(Instant::now()));
+            wait = wait.min(left);
         }
         match result {
             Ok(written) => {

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +41,8 @@ pub struct Dispatcher {
     meter: Mutex<Meter>,
     /// Signalled when a request arrives and there is no pod to serve it.
     activation: Notify,
+    /// How many pods are in the balancer, for those who wait for a change.
+    pod_count: watch::Sender<usize>,
 }
 
 #[derive(Debug)]
@@ -80,6 +82,7 @@ impl Dispatcher {
             held: AtomicUsize::new(0),
             meter: Mutex::new(Meter::new(Instant::now())),
             activation: Notify::new(),
+            pod_count: watch::channel(0).0,
         })
     }
 
@@ -161,7 +164,22 @@ impl Dispatcher {
             }
         }
         state.pods = next;
+        self.count_pods(&state);
         state.serve_waiters();
+    }
+
+    /// Changes each time the number of pods in the balancer does.
+    pub fn watch_pod_count(&self) -> watch::Receiver<usize> {
+        self.pod_count.subscribe()
+    }
+
+    fn count_pods(&self, state: &State) {
+        let count = state.pods.len();
+        self.pod_count.send_if_modified(|last| {
+            let changed = *last != count;
+            *last = count;
+            changed
+        });
     }
 
     /// Changes containerConcurrency and the queue depth in place.
@@ -215,6 +233,7 @@ impl Dispatcher {
         let mut state = self.lock();
         let pod = Arc::new(Pod::new(authority));
         state.pods.push(pod.clone());
+        self.count_pods(&state);
         state.serve_waiters();
         pod
     }
@@ -224,6 +243,7 @@ impl Dispatcher {
         let mut state = self.lock();
         pod.retired.store(true, Ordering::Relaxed);
         state.pods.retain(|p| !Arc::ptr_eq(p, pod));
+        self.count_pods(&state);
     }
 
     pub(super) fn lease_started(&self) {
