@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    log_panics();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
@@ -115,4 +116,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A panic anywhere (a request's task, a connection's, a background task
+/// that is then restarted) goes to the log like every other event, with
+/// where it happened, instead of to bare stderr where log collectors that
+/// parse lines would lose it.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = sluice::supervise::panic_message(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        tracing::error!(panic = %message, %location, thread, "panicked");
+    }));
 }

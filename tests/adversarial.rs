@@ -376,3 +376,48 @@ async fn a_pod_killed_under_load_fails_only_what_it_held() {
         .iter()
         .all(|p| p.in_flight() == 0));
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): streams opened and cancelled at
+/// once, as fast as the client can. The gateway ends such a connection
+/// instead of doing the work of every stream, frees every slot, and keeps
+/// serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_is_cut_off_and_leaves_nothing_behind() {
+    let pod = upstream().await;
+    let gw = gateway_with(&pod, "  requestTimeout: 5s").await;
+    let tcp = TcpStream::connect(gw.gateway.data_addr()).await.unwrap();
+    let (mut streams, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut opened = 0;
+    for _ in 0..5000 {
+        let Ok(ready) = streams.ready().await else {
+            break;
+        };
+        streams = ready;
+        let request = http::Request::get(format!("http://{HOST}/slow?ms=2000"))
+            .body(())
+            .unwrap();
+        let Ok((_, mut stream)) = streams.send_request(request, true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        opened += 1;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(
+        opened < 5000 || matches!(ended, Ok(Ok(Err(_)))),
+        "the gateway let {opened} streams be opened and reset on one connection"
+    );
+    assert!(
+        pod.hits() < 100,
+        "the pod did the work of {} streams",
+        pod.hits()
+    );
+    let service = gw.gateway.shared().routes.load().services()[0].clone();
+    eventually(Duration::from_secs(5), "every slot is free", || async {
+        service.dispatcher().in_flight() == 0
+    })
+    .await;
+    let r = send(client().get(gw.url("/after"))).await;
+    assert_eq!(r.status(), 200);
+}
