@@ -8,6 +8,7 @@ use crate::kubernetes::{Cluster, KubernetesActuator};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::pods::Dispatcher;
 use crate::routing::RouteTable;
+use crate::supervise::PanicReports;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -28,8 +29,8 @@ pub struct Service {
     scaler: Mutex<ScalerStatus>,
     autoscaler: Mutex<Option<JoinHandle<()>>>,
     metrics: ServiceMetrics,
-    /// The last panic of one of its tasks, for `/status`.
-    last_panic: Mutex<Option<String>>,
+    /// Its tasks' panics, counted and the last kept for `/status`.
+    panics: Arc<PanicReports>,
     created: Instant,
 }
 
@@ -64,9 +65,11 @@ impl Service {
             settings.queue_depth,
             fastrand::Rng::new(),
         );
-        let actuator = actuator_for(sc, &settings, &dispatcher, cluster);
+        let service_metrics = metrics.service(&sc.name, &sc.namespace);
+        let panics = PanicReports::new(service_metrics.tasks.clone(), &sc.name, &sc.namespace);
+        let actuator = actuator_for(sc, &settings, &dispatcher, cluster, &panics);
         let service = Arc::new(Service {
-            metrics: metrics.service(&sc.name, &sc.namespace),
+            metrics: service_metrics,
             name: sc.name.as_str().into(),
             namespace: sc.namespace.as_str().into(),
             dispatcher,
@@ -74,7 +77,7 @@ impl Service {
             settings: ArcSwap::from_pointee(settings),
             scaler: Mutex::new(ScalerStatus::default()),
             autoscaler: Mutex::new(None),
-            last_panic: Mutex::new(None),
+            panics,
             created: Instant::now(),
         });
         service.start_autoscaler();
@@ -103,7 +106,7 @@ impl Service {
             if !same_pods {
                 self.dispatcher.set_pods(&[]);
             }
-            let next = actuator_for(sc, &settings, &self.dispatcher, cluster);
+            let next = actuator_for(sc, &settings, &self.dispatcher, cluster, &self.panics);
             if next.owns_replicas() {
                 next.scale(self.scaler_status().desired.max(settings.spec.min_replicas));
             }
@@ -210,23 +213,12 @@ impl Service {
 
     /// Counts and remembers a panic of one of the service's tasks.
     pub fn task_panicked(&self, task: &'static str, message: &str) {
-        self.metrics
-            .tasks
-            .panicked(task, &self.name, &self.namespace);
-        let seen = format!("{task} panicked and was restarted: {message}");
-        *self
-            .last_panic
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(seen);
+        self.panics.record(task, message);
     }
 
     /// What went wrong in the service's tasks, if anything.
     pub fn problems(&self) -> Vec<String> {
-        let last = self
-            .last_panic
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        last.iter().cloned().collect()
+        self.panics.last().into_iter().collect()
     }
 
     fn actuator_lock(&self) -> std::sync::RwLockWriteGuard<'_, Arc<dyn Actuator>> {
@@ -247,6 +239,7 @@ fn actuator_for(
     settings: &ServiceSettings,
     dispatcher: &Arc<Dispatcher>,
     cluster: &Arc<Cluster>,
+    panics: &Arc<PanicReports>,
 ) -> Arc<dyn Actuator> {
     match &sc.backend {
         Backend {
@@ -267,15 +260,18 @@ fn actuator_for(
         Backend {
             process: Some(process),
             ..
-        } => Arc::new(ProcessActuator::new(
-            &sc.name,
-            &sc.namespace,
-            process,
-            sc.container_concurrency,
-            dispatcher.clone(),
-            settings.request_timeout,
-            settings.queue_timeout,
-        )),
+        } => Arc::new(
+            ProcessActuator::new(
+                &sc.name,
+                &sc.namespace,
+                process,
+                sc.container_concurrency,
+                dispatcher.clone(),
+                settings.request_timeout,
+                settings.queue_timeout,
+            )
+            .reporting_panics_to(panics.clone()),
+        ),
         backend => {
             let actuator = StaticActuator::new(dispatcher.clone(), &static_pods(backend));
             set_static_stats(sc, dispatcher);

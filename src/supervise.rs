@@ -10,12 +10,49 @@
 //! other services and the requests in flight alive; the backoff keeps a
 //! panic that recurs at once from spinning.
 
+use crate::metrics::TaskMetrics;
 use futures_util::FutureExt;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::error;
+
+/// Where the panics of one service's tasks are reported: counted in
+/// `sluice_task_panics_total`, and the last one kept for `/status`.
+#[derive(Debug)]
+pub struct PanicReports {
+    metrics: TaskMetrics,
+    service: Arc<str>,
+    namespace: Arc<str>,
+    last: Mutex<Option<String>>,
+}
+
+impl PanicReports {
+    pub fn new(metrics: TaskMetrics, service: &str, namespace: &str) -> Arc<Self> {
+        Arc::new(PanicReports {
+            metrics,
+            service: service.into(),
+            namespace: namespace.into(),
+            last: Mutex::new(None),
+        })
+    }
+
+    pub fn record(&self, task: &'static str, message: &str) {
+        self.metrics.panicked(task, &self.service, &self.namespace);
+        let seen = format!("{task} panicked and was restarted: {message}");
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(seen);
+    }
+
+    /// The last panic reported, if any.
+    pub fn last(&self) -> Option<String> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
 
 /// The first wait before a restart; doubled on each panic, up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use super::replica::{Launch, ProbeClient, Replica};
 use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
 use crate::config::ProcessBackend;
 use crate::pods::Dispatcher;
-use crate::supervise::restart_on_panic;
+use crate::supervise::{restart_on_panic, PanicReports};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub struct ProcessActuator {
     replicas: Mutex<Vec<(Arc<Replica>, JoinHandle<()>)>>,
     /// Set by shutdown, under the replicas lock: no replica starts after it.
     shut_down: AtomicBool,
+    /// Where a replica task's panic is reported, if anywhere.
+    panics: Option<Arc<PanicReports>>,
 }
 
 impl ProcessActuator {
@@ -76,7 +78,15 @@ impl ProcessActuator {
             next_id: AtomicU64::new(1),
             replicas: Mutex::new(Vec::new()),
             shut_down: AtomicBool::new(false),
+            panics: None,
         }
+    }
+
+    /// Reports the panics of replica tasks (each is logged and restarted
+    /// anyway) to the service's count and status.
+    pub fn reporting_panics_to(mut self, panics: Arc<PanicReports>) -> Self {
+        self.panics = Some(panics);
+        self
     }
 
     fn replicas_lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Replica>, JoinHandle<()>)>> {
@@ -88,6 +98,7 @@ impl ProcessActuator {
         let replica = Replica::new(id, &self.launch.service);
         let (launch, dispatcher) = (self.launch.clone(), self.dispatcher.clone());
         let (counts, probe) = (self.counts.clone(), self.probe.clone());
+        let panics = self.panics.clone();
         let run = {
             let replica = replica.clone();
             async move {
@@ -99,7 +110,12 @@ impl ProcessActuator {
                         .clone()
                         .run(launch, dispatcher, counts.clone(), probe.clone())
                 };
-                restart_on_panic("replica", &replica.name, |_| {}, start).await
+                let report = |message: &str| {
+                    if let Some(panics) = &panics {
+                        panics.record("replica", message);
+                    }
+                };
+                restart_on_panic("replica", &replica.name, report, start).await
             }
         };
         let task = tokio::spawn(run);
