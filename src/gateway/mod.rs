@@ -9,7 +9,7 @@ use self::reload::ConfigFile;
 pub use self::shared::Shared;
 
 use crate::config::{Config, ConfigError};
-use crate::server;
+use crate::server::{self, ServeOptions};
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -59,6 +59,7 @@ impl Gateway {
         let admin = bind(config.admin).await?;
         let (data_addr, admin_addr) = (local_addr(&data), local_addr(&admin));
         let max_header_size = config.gateway.max_header_size.0;
+        let connections = config.gateway.connections.clone();
         let names: Vec<String> = config
             .services
             .iter()
@@ -88,10 +89,16 @@ impl Gateway {
             });
         let (stop, stopped) = watch::channel(false);
 
+        let metrics = &shared.metrics.connections;
+        let data_options = ServeOptions::new("data", &connections, metrics.listener("data"))
+            .max_header_size(max_header_size);
+        let admin_options = ServeOptions::new("admin", &connections, metrics.listener("admin"))
+            .max_header_size(max_header_size)
+            .at_most(server::ADMIN_MAX_CONNECTIONS);
         let data_shared = shared.clone();
         let data_server = tokio::spawn(server::serve(
             data,
-            server::builder(max_header_size),
+            data_options,
             // Per connection: request ids around the proxy.
             move |peer: SocketAddr| {
                 let shared = data_shared.clone();
@@ -111,7 +118,7 @@ impl Gateway {
         let admin_shared = shared.clone();
         let admin_server = tokio::spawn(server::serve(
             admin,
-            server::builder(max_header_size),
+            admin_options,
             move |_peer| {
                 let shared = admin_shared.clone();
                 hyper::service::service_fn(move |req| crate::admin::handle(shared.clone(), req))

@@ -14,6 +14,7 @@ pub use self::stats::{LoadReport, Stats};
 
 use crate::config::Config;
 use crate::gateway::Shared;
+use crate::server::ServeOptions;
 use crate::service::Service;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
@@ -70,7 +71,14 @@ impl Sidecar {
             .map_err(|e| format!("cannot listen on {}: {e}", options.admin))?;
         let (data_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
         let max_header_size = config.gateway.max_header_size.0;
+        let connections = config.gateway.connections.clone();
         let shared = Shared::new(config);
+        let metrics = &shared.metrics.connections;
+        let data_options = ServeOptions::new("data", &connections, metrics.listener("data"))
+            .max_header_size(max_header_size);
+        let admin_options = ServeOptions::new("admin", &connections, metrics.listener("admin"))
+            .max_header_size(max_header_size)
+            .at_most(crate::server::ADMIN_MAX_CONNECTIONS);
         let service = shared.routes.load().services()[0].clone();
         let stats = Arc::new(Stats::default());
         let draining = Arc::new(AtomicBool::new(false));
@@ -81,7 +89,7 @@ impl Sidecar {
             let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
             tokio::spawn(crate::server::serve(
                 data,
-                crate::server::builder(max_header_size),
+                data_options,
                 move |peer: SocketAddr| {
                     let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
                     let handler = ServiceBuilder::new()
@@ -112,7 +120,7 @@ impl Sidecar {
         };
         let admin_task = tokio::spawn(crate::server::serve(
             admin,
-            crate::server::builder(max_header_size),
+            admin_options,
             {
                 let state = admin::AdminState {
                     shared: shared.clone(),
