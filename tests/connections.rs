@@ -362,25 +362,29 @@ impl Drop for Killed {
 
 #[tokio::test]
 async fn a_serving_command_raises_its_open_file_limit_to_the_hard_limit() {
-    let child = with_file_limit("-S -n 256")
+    use std::io::BufRead;
+    let mut child = with_file_limit("-S -n 256")
         .args(["predictor", "--port", "0"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
     let child = Killed(child);
-    let pid = child.0.id();
-    poll_until(
-        CLOSED_WITHIN,
-        "the soft limit raised to the hard",
-        || async {
-            match file_limits(pid) {
-                Some((soft, hard)) if soft == hard && soft != "256" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    // The limit is raised before the server starts: wait for it to start.
+    let started = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("started"))
+    });
+    let started = tokio::time::timeout(CLOSED_WITHIN, started).await;
+    assert!(
+        matches!(started, Ok(Ok(true))),
+        "the predictor did not start"
+    );
+    let (soft, hard) = file_limits(child.0.id()).expect("/proc/PID/limits");
+    assert_eq!(soft, hard, "the soft limit (was 256) raised to the hard");
 }
 
 /// Silent connections to `addr`: kept open until dropped.
