@@ -188,13 +188,24 @@ impl Watch {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Applies `change`, and wakes the task if its deadline came sooner (a
+    /// later one it finds for itself when the earlier passes).
     fn update(&self, change: impl FnOnce(&mut Lifecycle, Instant)) {
         let mut lifecycle = self.lifecycle();
+        let before = lifecycle.deadline().map(|(at, _)| at);
         change(&mut lifecycle, Instant::now());
+        let after = lifecycle.deadline().map(|(at, _)| at);
         self.wants_bytes
             .store(lifecycle.wants_bytes(), Ordering::Relaxed);
         drop(lifecycle);
-        self.changed.notify_one();
+        let sooner = match (before, after) {
+            (Some(before), Some(after)) => after < before,
+            (None, after) => after.is_some(),
+            (Some(_), None) => false,
+        };
+        if sooner {
+            self.changed.notify_one();
+        }
     }
 
     fn byte_read(&self) {

@@ -186,11 +186,11 @@ pub async fn serve<S, B, F>(
             Ok(permit) => permit,
             Err(_) => {
                 listening.metrics.limit_reached();
-                if let Some(times) = at_limit.allow(Instant::now()) {
+                if let Some(held_back) = at_limit.allow(Instant::now()) {
                     warn!(
                         listener = name,
                         limit,
-                        reached_again = times,
+                        not_logged = held_back,
                         "connection limit {limit} reached; not accepting until one closes"
                     );
                 }
