@@ -48,6 +48,20 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command runs a server (which then wants every file
+    /// descriptor it may have).
+    pub fn serves(&self) -> bool {
+        match self {
+            Command::Gateway { .. }
+            | Command::Sidecar(_)
+            | Command::Webhook(_)
+            | Command::Predictor(_) => true,
+            Command::Status { .. } | Command::Check { .. } => false,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct PredictorArgs {
     /// Port to listen on; 0 picks a free one.
@@ -127,4 +141,7 @@ pub struct WebhookArgs {
     /// Seconds the sidecar keeps serving after the pod is told to stop (preStop).
     #[arg(long, env = "SLUICE_PRE_STOP_SECONDS", default_value_t = 5)]
     pub pre_stop_seconds: u32,
+    /// Longest time from accepting a connection to the end of its TLS handshake.
+    #[arg(long, env = "SLUICE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: std::time::Duration,
 }

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     log_panics();
+    if cli.command.serves() {
+        sluice::server::raise_open_file_limit();
+    }
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
@@ -71,8 +74,18 @@ fn main() -> ExitCode {
                 admin_port: args.sidecar_admin_port,
                 pre_stop_seconds: args.pre_stop_seconds,
             };
+            let connections = sluice::webhook::WebhookConnections {
+                tls_handshake_timeout: args.tls_handshake_timeout,
+                ..Default::default()
+            };
             let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-            let run = sluice::webhook::run(args.listen, &args.tls_cert, &args.tls_key, injection);
+            let run = sluice::webhook::run(
+                args.listen,
+                &args.tls_cert,
+                &args.tls_key,
+                injection,
+                connections,
+            );
             match runtime.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -205,9 +205,14 @@ async fn the_webhook_serves_https() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let tls = tls_acceptor(&cert_path, &key_path).unwrap();
-    let webhook = Webhook::start("127.0.0.1:0".parse().unwrap(), tls, injection())
-        .await
-        .unwrap();
+    let webhook = Webhook::start(
+        "127.0.0.1:0".parse().unwrap(),
+        tls,
+        injection(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
 
     let mut roots = RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();

@@ -69,6 +69,14 @@ pub const SHUTDOWN_GRACE_PERIOD: Bounds<Duration> = between(Duration::ZERO, HOUR
 pub const MAX_HEADER_SIZE: Bounds<u64> = between(1 << 10, 8 << 20);
 pub const MAX_HEADER_COUNT: Bounds<u64> = between(8, 10_000);
 
+// Client connections.
+pub const FIRST_BYTE_TIMEOUT: Bounds<Duration> = between(MS, HOUR);
+pub const HEADER_READ_TIMEOUT: Bounds<Duration> = between(MS, HOUR);
+pub const IDLE_TIMEOUT: Bounds<Duration> = between(MS, DAY);
+pub const HTTP2_KEEP_ALIVE_INTERVAL: Bounds<Duration> = between(MS, DAY);
+pub const HTTP2_KEEP_ALIVE_TIMEOUT: Bounds<Duration> = between(MS, HOUR);
+pub const MAX_CONNECTIONS: Bounds<u64> = between(1, 1_000_000);
+
 // Local replicas.
 pub const STARTUP_TIMEOUT: Bounds<Duration> = between(MS, DAY);
 pub const STOP_GRACE_PERIOD: Bounds<Duration> = between(Duration::ZERO, HOUR);

@@ -72,6 +72,35 @@ pub struct GatewaySettings {
     pub max_header_count: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_period: Dur,
+    /// Timeouts and the bound of client connections. Read at start: a
+    /// reload that changes them takes effect on restart.
+    pub connections: ConnectionSettings,
+}
+
+/// A client connection's timeouts, phase by phase, and how many may be
+/// open at once. No phase waits forever on a peer that says nothing.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ConnectionSettings {
+    /// From accept to the client's first byte.
+    pub first_byte_timeout: Dur,
+    /// From the first byte of a request head to its end (HTTP/1); from the
+    /// first byte of a connection to its first request (HTTP/2: the preface,
+    /// settings and first stream's headers).
+    pub header_read_timeout: Dur,
+    /// Between requests: from the end of the last response, with no request
+    /// in flight, to the next request's first byte (HTTP/1) or stream (HTTP/2).
+    pub idle_timeout: Dur,
+    /// HTTP/2: sluice sends a PING after this long without a frame from
+    /// the client, busy or idle, to find peers that went away.
+    pub http2_keep_alive_interval: Dur,
+    /// HTTP/2: a PING unanswered this long closes the connection. Also how
+    /// long a peer has to finish closing once sluice has begun to close.
+    pub http2_keep_alive_timeout: Dur,
+    /// Most connections open at once on the data listener; at the limit,
+    /// new ones wait in the listen backlog. Unset: 10 000, or fewer if the
+    /// open file limit cannot hold that many.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -253,6 +282,22 @@ impl Default for GatewaySettings {
             // Envoy's default; hyper's parser stops at 100 too.
             max_header_count: 100,
             shutdown_grace_period: Dur(Duration::from_secs(30)),
+            connections: ConnectionSettings::default(),
+        }
+    }
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings {
+            first_byte_timeout: Dur(Duration::from_secs(10)),
+            // hyper's own default for HTTP/1 headers.
+            header_read_timeout: Dur(Duration::from_secs(30)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            http2_keep_alive_interval: Dur(Duration::from_secs(30)),
+            // hyper's (and gRPC's) default.
+            http2_keep_alive_timeout: Dur(Duration::from_secs(20)),
+            max_connections: None,
         }
     }
 }

@@ -50,6 +50,16 @@ pub fn validate(config: &Config) -> Vec<String> {
     ranges::MAX_HEADER_SIZE.check("gateway.maxHeaderSize", g.max_header_size.0, p);
     let header_count = g.max_header_count as u64;
     ranges::MAX_HEADER_COUNT.check("gateway.maxHeaderCount", header_count, p);
+    let c = &g.connections;
+    let at = |field: &str| format!("gateway.connections.{field}");
+    ranges::FIRST_BYTE_TIMEOUT.check(&at("firstByteTimeout"), c.first_byte_timeout.0, p);
+    ranges::HEADER_READ_TIMEOUT.check(&at("headerReadTimeout"), c.header_read_timeout.0, p);
+    ranges::IDLE_TIMEOUT.check(&at("idleTimeout"), c.idle_timeout.0, p);
+    let (ping_every, ping_timeout) = (c.http2_keep_alive_interval.0, c.http2_keep_alive_timeout.0);
+    ranges::HTTP2_KEEP_ALIVE_INTERVAL.check(&at("http2KeepAliveInterval"), ping_every, p);
+    ranges::HTTP2_KEEP_ALIVE_TIMEOUT.check(&at("http2KeepAliveTimeout"), ping_timeout, p);
+    let max_connections = c.max_connections.map(|n| n as u64);
+    ranges::MAX_CONNECTIONS.check_set(&at("maxConnections"), max_connections, p);
     ranges::SHUTDOWN_GRACE_PERIOD.check(
         "gateway.shutdownGracePeriod",
         g.shutdown_grace_period.0,
@@ -557,6 +567,22 @@ services:
             (
                 service("    activationTimeout: 500000000000y\n"),
                 "services[0].activationTimeout: must be between 1ms and 1day",
+            ),
+            (
+                format!("gateway:\n  maxHeaderCount: 0\n{}", service("")),
+                "gateway.maxHeaderCount: must be between 8 and 10000, got 0",
+            ),
+            (
+                format!("gateway:\n  connections:\n    idleTimeout: 500000000000y\n{}", service("")),
+                "gateway.connections.idleTimeout: must be between 1ms and 1day",
+            ),
+            (
+                format!("gateway:\n  connections:\n    maxConnections: 0\n{}", service("")),
+                "gateway.connections.maxConnections: must be between 1 and 1000000, got 0",
+            ),
+            (
+                format!("gateway:\n  connections:\n    firstByteTimeout: 0s\n{}", service("")),
+                "gateway.connections.firstByteTimeout: must be between 1ms and 1h, got 0s",
             ),
         ] {
             let p = problems(&yaml);

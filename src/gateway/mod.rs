@@ -9,7 +9,7 @@ use self::reload::ConfigFile;
 pub use self::shared::Shared;
 
 use crate::config::{Config, ConfigError};
-use crate::server;
+use crate::server::{self, ServeOptions};
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -62,6 +62,7 @@ impl Gateway {
             config.gateway.max_header_size.0,
             config.gateway.max_header_count,
         );
+        let connections = config.gateway.connections.clone();
         let names: Vec<String> = config
             .services
             .iter()
@@ -91,10 +92,18 @@ impl Gateway {
             });
         let (stop, stopped) = watch::channel(false);
 
+        let metrics = &shared.metrics.connections;
+        let data_options = ServeOptions::new("data", &connections, metrics.listener("data"))
+            .max_header_size(max_header_size)
+            .max_header_count(max_header_count);
+        let admin_options = ServeOptions::new("admin", &connections, metrics.listener("admin"))
+            .max_header_size(max_header_size)
+            .max_header_count(max_header_count)
+            .at_most(server::ADMIN_MAX_CONNECTIONS);
         let data_shared = shared.clone();
         let data_server = tokio::spawn(server::serve(
             data,
-            server::builder(max_header_size, max_header_count),
+            data_options,
             // Per connection: request ids around the proxy.
             move |peer: SocketAddr| {
                 let shared = data_shared.clone();
@@ -114,7 +123,7 @@ impl Gateway {
         let admin_shared = shared.clone();
         let admin_server = tokio::spawn(server::serve(
             admin,
-            server::builder(max_header_size, max_header_count),
+            admin_options,
             move |_peer| {
                 let shared = admin_shared.clone();
                 hyper::service::service_fn(move |req| crate::admin::handle(shared.clone(), req))

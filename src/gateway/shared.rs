@@ -56,6 +56,9 @@ impl Shared {
         if old.listen != config.listen || old.admin != config.admin {
             warn!("listen and admin addresses change only on restart; keeping the old ones");
         }
+        if old.gateway.connections != config.gateway.connections {
+            warn!("gateway.connections changes only on restart; keeping the old one");
+        }
         if old.kubernetes != config.kubernetes {
             warn!("the kubernetes section changes only on restart; keeping the old one");
         }

@@ -5,10 +5,12 @@
 //! from the pods' own counters at scrape time by [`LiveCollector`], so they
 //! cannot drift and a removed pod's series goes away with it.
 
+mod connections;
 mod kubernetes;
 mod live;
 mod tasks;
 
+pub use self::connections::{ConnectionMetrics, ListenerMetrics};
 pub use self::kubernetes::KubernetesMetrics;
 pub use self::live::LiveCollector;
 pub use self::tasks::TaskMetrics;
@@ -64,6 +66,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     pub kubernetes: KubernetesMetrics,
     pub tasks: TaskMetrics,
+    pub connections: ConnectionMetrics,
 }
 
 /// One service's handles, taken once so the request path does no registry work
@@ -122,10 +125,12 @@ impl Metrics {
         );
         let kubernetes = KubernetesMetrics::register(&mut registry);
         let tasks = TaskMetrics::register(&mut registry);
+        let connections = ConnectionMetrics::register(&mut registry);
         registry.register_collector(Box::new(live));
         Metrics {
             kubernetes,
             tasks,
+            connections,
             registry,
             requests,
             durations,

@@ -11,6 +11,8 @@ mod model;
 
 pub use self::model::{predict, v1_predict, v2_infer, InputError, FEATURES};
 
+use crate::config::ConnectionSettings;
+use crate::metrics::ListenerMetrics;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
@@ -73,7 +75,11 @@ impl Predictor {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(crate::server::serve(
             listener,
-            crate::server::builder(64 << 10, 100),
+            crate::server::ServeOptions::new(
+                "predictor",
+                &ConnectionSettings::default(),
+                ListenerMetrics::default(),
+            ),
             move |_peer| {
                 let model = model.clone();
                 hyper::service::service_fn(move |req| handle(model.clone(), req))

@@ -14,6 +14,7 @@ pub use self::stats::{LoadReport, Stats};
 
 use crate::config::Config;
 use crate::gateway::Shared;
+use crate::server::ServeOptions;
 use crate::service::Service;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
@@ -73,7 +74,16 @@ impl Sidecar {
             config.gateway.max_header_size.0,
             config.gateway.max_header_count,
         );
+        let connections = config.gateway.connections.clone();
         let shared = Shared::new(config);
+        let metrics = &shared.metrics.connections;
+        let data_options = ServeOptions::new("data", &connections, metrics.listener("data"))
+            .max_header_size(max_header_size)
+            .max_header_count(max_header_count);
+        let admin_options = ServeOptions::new("admin", &connections, metrics.listener("admin"))
+            .max_header_size(max_header_size)
+            .max_header_count(max_header_count)
+            .at_most(crate::server::ADMIN_MAX_CONNECTIONS);
         let service = shared.routes.load().services()[0].clone();
         let stats = Arc::new(Stats::default());
         let draining = Arc::new(AtomicBool::new(false));
@@ -84,7 +94,7 @@ impl Sidecar {
             let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
             tokio::spawn(crate::server::serve(
                 data,
-                crate::server::builder(max_header_size, max_header_count),
+                data_options,
                 move |peer: SocketAddr| {
                     let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
                     let handler = ServiceBuilder::new()
@@ -115,7 +125,7 @@ impl Sidecar {
         };
         let admin_task = tokio::spawn(crate::server::serve(
             admin,
-            crate::server::builder(max_header_size, max_header_count),
+            admin_options,
             {
                 let state = admin::AdminState {
                     shared: shared.clone(),

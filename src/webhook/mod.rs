@@ -7,21 +7,24 @@ mod mutate;
 
 pub use self::mutate::{patch_for, review, Injection, ReviewError, INJECT, SIDECAR_NAME};
 
+use crate::config::ConnectionSettings;
+use crate::metrics::ListenerMetrics;
+use crate::server::ServeOptions;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// AdmissionReviews are small; anything larger is not one.
 const MAX_REVIEW: usize = 4 << 20;
@@ -45,6 +48,24 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The webhook's client connections: the gateway's defaults, and a bound
+/// on the TLS handshake.
+#[derive(Clone, Debug)]
+pub struct WebhookConnections {
+    pub settings: ConnectionSettings,
+    /// From accept to the end of the handshake.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for WebhookConnections {
+    fn default() -> Self {
+        WebhookConnections {
+            settings: ConnectionSettings::default(),
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// A running webhook.
 pub struct Webhook {
     pub addr: SocketAddr,
@@ -57,37 +78,25 @@ impl Webhook {
         listen: SocketAddr,
         tls: TlsAcceptor,
         injection: Injection,
+        connections: WebhookConnections,
     ) -> std::io::Result<Webhook> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let injection = Arc::new(injection);
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => { warn!(%error, "accept failed"); continue; }
-                    },
-                    _ = crate::server::stopped(&mut stopped) => return,
-                };
-                let (tls, injection) = (tls.clone(), injection.clone());
-                tokio::spawn(async move {
-                    let stream = match tls.accept(stream).await {
-                        Ok(stream) => stream,
-                        Err(error) => return debug!(%peer, %error, "TLS handshake failed"),
-                    };
-                    let service =
-                        hyper::service::service_fn(move |req| handle(injection.clone(), req));
-                    let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                    if let Err(error) = served {
-                        debug!(%peer, %error, "webhook connection ended with an error");
-                    }
-                });
-            }
-        });
+        // The webhook has no /metrics: its connection counts go nowhere.
+        let options =
+            ServeOptions::new("webhook", &connections.settings, ListenerMetrics::default())
+                .tls(tls, connections.tls_handshake_timeout);
+        let task = tokio::spawn(crate::server::serve(
+            listener,
+            options,
+            move |_peer| {
+                let injection = injection.clone();
+                hyper::service::service_fn(move |req| handle(injection.clone(), req))
+            },
+            stopped,
+        ));
         info!(%addr, "sluice webhook started");
         Ok(Webhook { addr, stop, task })
     }
@@ -148,11 +157,12 @@ pub async fn run(
     cert: &Path,
     key: &Path,
     injection: Injection,
+    connections: WebhookConnections,
 ) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let tls = tls_acceptor(cert, key)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let webhook = Webhook::start(listen, tls, injection)
+    let webhook = Webhook::start(listen, tls, injection, connections)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     tokio::select! {

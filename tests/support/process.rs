@@ -20,6 +20,17 @@ pub fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// sluice, started by a shell that first runs `ulimit {ulimit_args}` (e.g.
+/// `-n 64`, or `-S -n 256` for the soft limit alone); arguments follow.
+pub fn with_file_limit(ulimit_args: &str) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit {ulimit_args} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_sluice"));
+    command
+}
+
 impl GatewayProcess {
     /// Starts `sluice gateway` on `yaml` and waits for its startup line.
     pub fn start(yaml: &str) -> GatewayProcess {
@@ -28,13 +39,24 @@ impl GatewayProcess {
 
     /// As `start`, with extra environment variables.
     pub fn start_with_env(yaml: &str, env: &[(&str, &std::ffi::OsStr)]) -> GatewayProcess {
+        let mut command = sluice();
+        command.envs(env.iter().copied());
+        Self::start_command(yaml, command)
+    }
+
+    /// As `start`, with the open file limit (soft and hard) set to `limit`.
+    pub fn start_with_file_limit(yaml: &str, limit: u64) -> GatewayProcess {
+        Self::start_command(yaml, with_file_limit(&format!("-n {limit}")))
+    }
+
+    /// Runs `command` (sluice, or a wrapper of it) with `gateway --config`.
+    fn start_command(yaml: &str, mut command: Command) -> GatewayProcess {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("sluice.yaml");
         std::fs::write(&config_path, yaml).unwrap();
-        let mut child = sluice()
+        let mut child = command
             .args(["gateway", "--config"])
             .arg(&config_path)
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,362 @@
+//! One client connection: its TLS handshake if any, HTTP, and the watch
+//! that closes it when a phase runs out of time (see `lifecycle.rs`).
+//!
+//! The watch learns of the connection's first bytes from its socket
+//! ([`Watched`]) and of its requests from its service ([`Tracked`]): a
+//! request counts from its head until its response body is dropped, so a
+//! streaming response is never taken for an idle connection.
+
+use super::lifecycle::{Expiry, Lifecycle, Timeouts};
+use super::{stopped, BoxError, Listening};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper::{Request, Response, Version};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tracing::debug;
+
+/// A connection's lifecycle, shared by its socket, its requests and its task.
+#[derive(Debug)]
+pub struct Watch {
+    lifecycle: Mutex<Lifecycle>,
+    /// Set while a byte read would change the phase, so that most reads
+    /// cost one atomic load.
+    wants_bytes: AtomicBool,
+    changed: Notify,
+}
+
+/// The socket, telling the watch when bytes arrive.
+#[derive(Debug)]
+pub struct Watched<T> {
+    io: T,
+    watch: Arc<Watch>,
+}
+
+/// The service, telling the watch when requests start and end.
+#[derive(Debug)]
+pub struct Tracked<S> {
+    inner: S,
+    watch: Arc<Watch>,
+}
+
+/// A request in flight: ends when dropped.
+#[derive(Debug)]
+struct InFlight(Arc<Watch>);
+
+pin_project_lite::pin_project! {
+    /// The service's future, holding its request's place until the response.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body, holding its request's place until it is dropped.
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        in_flight: Option<InFlight>,
+    }
+}
+
+/// One of a listener's connection slots, and the open connections gauge.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    listening: Arc<Listening>,
+}
+
+/// Serves one accepted connection until it ends, times out, or `stop`.
+pub async fn run<S, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    slot: Slot,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let listening = slot.listening.clone();
+    let watch = Watch::new(listening.timeouts, listening.tls.is_some());
+    let io = Watched {
+        io: stream,
+        watch: watch.clone(),
+    };
+    let Some(tls) = &listening.tls else {
+        return serve_http(io, peer, service, &listening, watch, &mut stop).await;
+    };
+    let handshake = tls.accept(io);
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(stream) => stream,
+            Err(error) => return debug!(%peer, %error, "TLS handshake failed"),
+        },
+        expiry = watch.expired() => {
+            listening.metrics.timed_out(expiry.phase());
+            return debug!(%peer, phase = expiry.phase(), "connection timed out; closed");
+        }
+        _ = stopped(&mut stop) => return,
+    };
+    watch.update(|l, now| l.handshake_done(now));
+    serve_http(stream, peer, service, &listening, watch, &mut stop).await;
+}
+
+/// HTTP/1 or HTTP/2 on `io`, under the watch.
+async fn serve_http<I, S, B>(
+    io: I,
+    peer: SocketAddr,
+    service: S,
+    listening: &Listening,
+    watch: Arc<Watch>,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let service = Tracked {
+        inner: service,
+        watch: watch.clone(),
+    };
+    let connection = listening
+        .builder
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            expiry = watch.expired() => {
+                listening.metrics.timed_out(expiry.phase());
+                debug!(%peer, phase = expiry.phase(), "connection timed out");
+                if expiry != Expiry::Idle {
+                    return; // Dropped: closed at once.
+                }
+                // HTTP/1 closes at once; HTTP/2 sends GOAWAY first.
+                connection.as_mut().graceful_shutdown();
+                watch.update(|l, now| l.close_begun(now));
+            }
+            _ = stopped(stop), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+                watch.update(|l, now| l.close_begun(now));
+            }
+        }
+    }
+}
+
+// === impl Watch ===
+
+impl Watch {
+    fn new(timeouts: Timeouts, tls: bool) -> Arc<Self> {
+        Arc::new(Watch {
+            lifecycle: Mutex::new(Lifecycle::new(timeouts, tls, Instant::now())),
+            wants_bytes: AtomicBool::new(true),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
+        self.lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `change`, and wakes the task if its deadline came sooner (a
+    /// later one it finds for itself when the earlier passes).
+    fn update(&self, change: impl FnOnce(&mut Lifecycle, Instant)) {
+        let mut lifecycle = self.lifecycle();
+        let before = lifecycle.deadline().map(|(at, _)| at);
+        change(&mut lifecycle, Instant::now());
+        let after = lifecycle.deadline().map(|(at, _)| at);
+        self.wants_bytes
+            .store(lifecycle.wants_bytes(), Ordering::Relaxed);
+        drop(lifecycle);
+        let sooner = match (before, after) {
+            (Some(before), Some(after)) => after < before,
+            (None, after) => after.is_some(),
+            (Some(_), None) => false,
+        };
+        if sooner {
+            self.changed.notify_one();
+        }
+    }
+
+    fn byte_read(&self) {
+        if self.wants_bytes.load(Ordering::Relaxed)
+            && self.wants_bytes.swap(false, Ordering::AcqRel)
+        {
+            self.update(|l, now| l.byte_read(now));
+        }
+    }
+
+    /// Resolves when the current phase runs out of time.
+    async fn expired(&self) -> Expiry {
+        loop {
+            let deadline = self.lifecycle().deadline();
+            match deadline {
+                Some((at, _)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = self.changed.notified() => {}
+                    }
+                }
+                None => self.changed.notified().await,
+            }
+            if let Some(expiry) = self.lifecycle().expired(Instant::now()) {
+                return expiry;
+            }
+        }
+    }
+}
+
+// === impl Watched ===
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.byte_read();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+// === impl Tracked ===
+
+impl<S, B> Service<Request<Incoming>> for Tracked<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let http2 = req.version() == Version::HTTP_2;
+        self.watch.update(|l, _| l.request_started(http2));
+        TrackedFuture {
+            in_flight: Some(InFlight(self.watch.clone())),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, in_flight })))
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.update(|l, now| l.request_ended(now));
+    }
+}
+
+// === impl Slot ===
+
+impl Slot {
+    pub fn new(permit: OwnedSemaphorePermit, listening: Arc<Listening>) -> Self {
+        listening.metrics.opened();
+        Slot {
+            _permit: permit,
+            listening,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.listening.metrics.closed();
+    }
+}
