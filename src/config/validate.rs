@@ -14,7 +14,9 @@ pub fn validate(config: &Config) -> Vec<String> {
             config.listen
         ));
     }
-    if config.domain.is_empty() || Authority::try_from(config.domain.as_str()).is_err() {
+    // Every service's default host ends with it: checked as a host name.
+    let domain_ok = is_host_name(&config.domain.to_ascii_lowercase());
+    if !domain_ok {
         problems.push(format!(
             "domain: {:?} is not a valid DNS name",
             config.domain
@@ -68,6 +70,9 @@ pub fn validate(config: &Config) -> Vec<String> {
         }
         let hosts = std::iter::once(service.default_host(&config.domain))
             .chain(service.hosts.iter().cloned());
+        // The default host is made of fields checked on their own; when one
+        // of them is refused, that is the problem, not the host.
+        let parts_ok = domain_ok && is_dns_label(&service.name) && is_dns_label(&service.namespace);
         for (j, host) in hosts.enumerate() {
             let field = if j == 0 {
                 format!("{at}.name")
@@ -75,8 +80,18 @@ pub fn validate(config: &Config) -> Vec<String> {
                 format!("{at}.hosts[{}]", j - 1)
             };
             let normal = host.to_ascii_lowercase();
+            if j == 0 && !parts_ok {
+                continue;
+            }
             if !is_host_name(&normal) {
-                problems.push(format!("{field}: {host:?} is not a valid host name"));
+                let made_of = if j == 0 {
+                    ", of name, namespace and domain,"
+                } else {
+                    ""
+                };
+                problems.push(format!(
+                    "{field}: {host:?}{made_of} is not a valid host name"
+                ));
             } else if let Some(owner) = owners.get(&normal) {
                 problems.push(format!("{field}: host {host:?} is already used by {owner}"));
             } else {
@@ -559,6 +574,69 @@ services:
         ] {
             let p = problems(&yaml);
             assert!(p.iter().any(|x| x.contains(expected)), "{yaml}\n{p:?}");
+        }
+    }
+
+    /// Found by tests/properties.rs: a refused namespace or domain was also
+    /// reported as a bad `name`, and a domain with an empty or overlong
+    /// label was taken for a DNS name.
+    #[test]
+    fn a_bad_default_host_is_blamed_on_the_field_that_makes_it() {
+        let service =
+            "services:\n  - name: a\n    namespace: b\n    backend: {static: [\"127.0.0.1:1\"]}\n";
+        for (yaml, expected) in [
+            (
+                service.replace("namespace: b", "namespace: \"\""),
+                "services[0].namespace:",
+            ),
+            (
+                service.replace("namespace: b", "namespace: 1h 30m"),
+                "services[0].namespace:",
+            ),
+            (format!("domain: a..b\n{service}"), "domain:"),
+            (
+                format!("domain: {}.com\n{service}", "x".repeat(64)),
+                "domain:",
+            ),
+            ("domain: a..b\n".to_string(), "domain:"),
+        ] {
+            let p = problems(&yaml);
+            assert!(
+                !p.is_empty() && p.iter().all(|x| x.starts_with(expected)),
+                "{yaml}\n{p:?}"
+            );
+        }
+        let long = format!("domain: {0}.{0}.{0}.{0}\n{service}", "x".repeat(60));
+        let p = problems(&long.replace("name: a", &format!("name: {}", "y".repeat(63))));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("services[0].name: ") && p[0].contains("of name, namespace and domain"),
+            "{p:?}"
+        );
+    }
+
+    /// Found by tests/properties.rs: the YAML reader meets an alias to no
+    /// anchor before its key reaches serde, and named only the map.
+    #[test]
+    fn an_alias_to_no_anchor_names_its_field() {
+        for (yaml, field) in [
+            ("services:\n  - name: *a\n", "services[0].name: "),
+            (
+                "services:\n  - {namespace: x, name: *a}\n",
+                "services[0].name: ",
+            ),
+            ("gateway:\n  queueDepth:  *a\n", "gateway.queueDepth: "),
+            ("services: *a\n", "services: "),
+            (
+                "services:\n  - backend: {process: {command: [x, *a]}}\n",
+                "services[0].backend.process.command: ",
+            ),
+        ] {
+            let p = problems(yaml);
+            assert!(
+                p[0].contains(&format!("{field}alias references unknown anchor")),
+                "{yaml}\n{p:?}"
+            );
         }
     }
 

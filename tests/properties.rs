@@ -1,0 +1,265 @@
+//! Properties of what sluice reads from outside (issue 15): a configuration
+//! file is refused with its field named, or the gateway can run it; an
+//! AdmissionReview is answered well, or refused with a message. Never a
+//! panic, whatever the input (proptest reports a panic as a failure, with
+//! the smallest input it could shrink it to).
+
+#[path = "properties/review.rs"]
+mod review;
+#[path = "properties/runs.rs"]
+mod runs;
+#[path = "properties/tree.rs"]
+mod tree;
+
+use self::tree::{Mutation, Node};
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+use sluice::config::{Config, ConfigError, MAX_NESTING};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Longer than any parse of these small inputs takes, even in a debug
+/// build on a busy machine; a parser that is quadratic on some input is not.
+pub const QUICK: Duration = Duration::from_secs(2);
+
+// === Configuration: mutations of the shipped examples ===
+
+const EXAMPLES: &[(&str, &str)] = &[
+    ("config/local.yaml", include_str!("../config/local.yaml")),
+    (
+        "config/examples/fixed-3.yaml",
+        include_str!("../config/examples/fixed-3.yaml"),
+    ),
+    (
+        "config/examples/kubernetes.yaml",
+        include_str!("../config/examples/kubernetes.yaml"),
+    ),
+    (
+        "config/examples/scale-to-zero.yaml",
+        include_str!("../config/examples/scale-to-zero.yaml"),
+    ),
+    (
+        "config/examples/sidecar.yaml",
+        include_str!("../config/examples/sidecar.yaml"),
+    ),
+    (
+        "config/examples/static.yaml",
+        include_str!("../config/examples/static.yaml"),
+    ),
+];
+
+/// Values that have broken configuration parsers, or sluice: out of every
+/// range, at the edge of one, of the wrong type, or odd YAML.
+#[rustfmt::skip]
+const INTERESTING: &[&str] = &[
+    "0", "-0", "1", "-1", "2", "8", "100", "110", "1000", "10000", "100000", "1000000",
+    "1000001", "1e6", "1e20", "-1e20", "1e308", "1e309", "1e-300", "5e-324", "0.0", "-0.0",
+    "0.01", "0.009", "0.5", "1.0", "1.01", "4294967295", "4294967296", "65535", "65536",
+    "18446744073709551615", "18446744073709551616", "-9223372036854775809", ".nan", ".NaN",
+    ".inf", "-.inf", "nan", "inf", "0x10", "0o7", "1_000", "0s", "1ns", "999us", "1ms", "2s",
+    "60s", "61s", "1m", "1h", "3600s", "3601s", "24h", "1day", "25h", "1y", "500000000000y",
+    "18446744073709551615s", "18446744073709551616s", "-1s", "1h 30m", "1.5s", "s", "\"\"",
+    "''", "\" \"", "null", "~", "true", "false", "yes", "no", "[]", "{}", "[1, 2]", "[\"a\"]",
+    "[\"\"]", "{a: 1}", "{static: [\"127.0.0.1:1\"]}", "{process: {command: [m]}}",
+    "{kubernetes: {deployment: d, port: 80}}", "\"127.0.0.1:0\"", "127.0.0.1:9091",
+    "127.0.0.1:30200", "\"[::1]:80\"", "\"host:1\"", "localhost", "\"a..b\"", "\"a.-b\"",
+    "\"-a\"", "UPPER", "\"a b\"", "\"/\"", "no-slash", "\"@\"", "\"user@host:80\"", "\"é\"",
+    "\"\\0\"", "\"\\u202e\"", "&a 1", "*a", "!!binary aGk=", "!!str 1", "!!float 1",
+    "!!int 1.5", "!custom x", "10MiB", "12 parsecs", "18446744073709551615GiB", "1KiB", "1023",
+    "8MiB", "9MiB", "pods", "gateway", "rps", "concurrency", "Pods",
+];
+
+const UNITS: &[&str] = &[
+    "", "ns", "us", "ms", "s", "m", "h", "d", "w", "M", "y", "KiB", "GB",
+];
+
+/// A value for any field: mostly [`INTERESTING`], else generated.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => select(INTERESTING).prop_map(String::from),
+        1 => any::<i64>().prop_map(|n| n.to_string()),
+        1 => any::<f64>().prop_map(|x| format!("{x:?}")),
+        2 => (any::<u64>(), select(UNITS)).prop_map(|(n, unit)| format!("{n}{unit}")),
+        1 => (0usize..4000).prop_map(|n| format!("\"{}\"", "x".repeat(n))),
+        1 => (1..MAX_NESTING + 8).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
+        1 => (1..MAX_NESTING + 8).prop_map(|n| format!("{}1{}", "{a: ".repeat(n), "}".repeat(n))),
+    ]
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        4 => (any::<Index>(), value()).prop_map(|(at, v)| Mutation::Replace(at, v)),
+        1 => any::<Index>().prop_map(Mutation::Delete),
+        1 => (any::<Index>(), "[a-zA-Z][a-zA-Z0-9]{0,12}", value())
+            .prop_map(|(at, key, v)| Mutation::AddUnknown(at, key, v)),
+        1 => (any::<Index>(), value()).prop_map(|(at, v)| Mutation::Duplicate(at, v)),
+        4 => (select(tree::FIELDS), any::<Index>(), value())
+            .prop_map(|(field, service, v)| Mutation::Set(field, service, v)),
+    ]
+}
+
+/// Every line of the error names one of `names` (a mutated key or its path).
+fn names_a_field(error: &ConfigError, names: &[String]) -> Result<(), String> {
+    let lines = match error {
+        ConfigError::Invalid { problems, .. } => problems.clone(),
+        other => vec![other.to_string()],
+    };
+    match lines
+        .iter()
+        .find(|line| !names.iter().any(|name| line.contains(name.as_str())))
+    {
+        Some(line) => Err(format!("{line:?} names none of {names:?}")),
+        None => Ok(()),
+    }
+}
+
+/// Parses `text`, checking it is quick; an accepted configuration must run.
+fn refused_or_runs(text: &str) -> Result<Result<(), ConfigError>, TestCaseError> {
+    let started = Instant::now();
+    let parsed = Config::parse(text);
+    let took = started.elapsed();
+    prop_assert!(took < QUICK, "parsing took {took:?}");
+    match parsed {
+        Ok(config) => {
+            runs::check(&config).map_err(|e| TestCaseError::fail(format!("accepted, but {e}")))?;
+            Ok(Ok(()))
+        }
+        Err(error) => Ok(Err(error)),
+    }
+}
+
+#[test]
+fn the_examples_are_accepted_and_run() {
+    for (path, text) in EXAMPLES {
+        let config = Config::parse(text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        runs::check(&config).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // The tree this file mutates writes the example back as it was.
+        let again = Node::parse(text).to_yaml();
+        assert_eq!(Config::parse(&again).unwrap(), config, "{path}:\n{again}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// An example with one to four mutations is refused, every problem
+    /// naming a mutated field, or it runs.
+    #[test]
+    fn a_mutated_example_is_refused_with_its_field_or_runs(
+        example in select(EXAMPLES),
+        mutations in prop::collection::vec(mutation(), 1..=4),
+    ) {
+        let mut node = Node::parse(example.1);
+        let mut names = Vec::new();
+        for m in &mutations {
+            names.extend(node.apply(m));
+        }
+        let text = node.to_yaml();
+        if let Err(error) = refused_or_runs(&text)? {
+            let named = names_a_field(&error, &names);
+            prop_assert!(named.is_ok(), "{}\n--- {}, mutated:\n{text}", named.unwrap_err(), example.0);
+        }
+    }
+}
+
+// === Configuration: random text and bytes ===
+
+/// Lines of YAML made of sluice's own keys and odd values, indented at random.
+fn yamlish() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        4 => select(tree::KEYS).prop_map(String::from),
+        1 => "[ -~]{0,8}",
+    ];
+    let line = (0usize..8, any::<bool>(), key, prop::option::of(value())).prop_map(
+        |(indent, item, key, value)| {
+            let dash = if item { "- " } else { "" };
+            let value = value.map(|v| format!(" {v}")).unwrap_or_default();
+            format!("{}{dash}{key}:{value}", " ".repeat(indent * 2))
+        },
+    );
+    prop_oneof![
+        4 => prop::collection::vec(line, 0..24).prop_map(|lines| lines.join("\n")),
+        1 => "[-a-z0-9:{}\\[\\],#&*!|>'\"%@` \n\t.?]{0,200}",
+        1 => ".{0,100}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever the text, parsing returns quickly; if it accepts, it runs.
+    #[test]
+    fn any_text_is_refused_or_runs(text in yamlish()) {
+        if let Err(error) = refused_or_runs(&text)? {
+            prop_assert!(!error.to_string().is_empty());
+        }
+    }
+
+    /// The same for any bytes, read as a configuration file is.
+    #[test]
+    fn any_bytes_are_refused_or_run(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(text) = sluice::config::text_of(Path::new("random.yaml"), bytes) {
+            refused_or_runs(&text)?.ok();
+        }
+    }
+}
+
+/// Nesting just under, at and over the limit, in every YAML style, and an
+/// alias bomb: refused quickly, never a stack overflow.
+#[test]
+fn deep_nesting_and_alias_bombs_are_refused_quickly() {
+    let mut texts = Vec::new();
+    for depth in [
+        MAX_NESTING - 2,
+        MAX_NESTING - 1,
+        MAX_NESTING,
+        MAX_NESTING + 1,
+        MAX_NESTING + 2,
+        1_000,
+        100_000,
+    ] {
+        texts.push(format!(
+            "services: {}{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ));
+        texts.push(format!(
+            "services: {}1{}\n",
+            "{a: ".repeat(depth),
+            "}".repeat(depth)
+        ));
+        let block_map: String = (0..depth.min(5_000))
+            .map(|i| format!("{}a:\n", " ".repeat(i)))
+            .collect();
+        texts.push(format!("services:\n{block_map}"));
+        let block_list: String = (0..depth.min(5_000))
+            .map(|i| format!("{}-\n", " ".repeat(i)))
+            .collect();
+        texts.push(format!("services:\n{block_list}"));
+        texts.push(format!(
+            "gateway:\n  queueDepth: {}1{}\n",
+            "[{a: ".repeat(depth / 2),
+            "}]".repeat(depth / 2)
+        ));
+    }
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    texts.push(bomb.clone());
+    texts.push(format!("services: {bomb}"));
+    texts.push(
+        bomb.replace("a0: ", "services:\n  - name: a\n    hosts: ")
+            .replacen('\n', "\n    ", 1),
+    );
+    for text in texts {
+        let started = Instant::now();
+        let parsed = Config::parse(&text);
+        let took = started.elapsed();
+        let head: String = text.chars().take(80).collect();
+        assert!(took < QUICK, "{took:?} for {head}...");
+        let error = parsed.expect_err(&head).to_string();
+        assert!(!error.is_empty(), "{head}");
+    }
+}
