@@ -86,6 +86,45 @@ fn value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Values a field may hold, at the edges of its range or just past them:
+/// the largest and smallest a config may hold are the likeliest to break
+/// what runs it.
+fn edges(field: &str) -> &'static [&'static str] {
+    let durations = [
+        "Timeout", "Window", "Period", "Interval", "Duration", "Deadline",
+    ];
+    if durations.iter().any(|end| field.ends_with(end)) {
+        return &[
+            "0s", "1ms", "1s", "2s", "60s", "300s", "1h", "3600s", "24h", "1day",
+        ];
+    }
+    match field {
+        "listen" | "admin" => &["127.0.0.1:0", "\"[::1]:0\"", "0.0.0.0:65535"],
+        "domain" => &["x", "a-b.c_d", "Example.COM", "127.0.0.1"],
+        "name" | "namespace" | "service" | "leaseName" | "identity" | "leaseNamespace" => &[
+            "a",
+            "0",
+            "a-0",
+            "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijk",
+        ],
+        "deployment" => &["a", "a.b-c"],
+        "hosts" | "namespaces" => &["[]", "[x]", "[\"a.b\", \"c\"]"],
+        "static" => &["[\"127.0.0.1:1\"]", "[\"localhost:65535\", \"[::1]:1\"]"],
+        "command" => &["[x]", "[\"{sluice}\", \"{port}\", \"{name}\"]"],
+        "readinessPath" => &["/", "/?a=b", "/{name}"],
+        "env" => &["{}", "{A: \"{port}\"}"],
+        "sidecar" => &["{}", "{executable: x}"],
+        "executable" | "kubeconfig" => &["x", "/nonexistent"],
+        "enabled" => &["true", "false"],
+        "metrics" => &["gateway", "pods"],
+        "scaleMetric" => &["concurrency", "rps"],
+        _ => &[
+            "0", "1", "1.01", "0.01", "100", "110", "1000", "10000", "100000", "1000000", "1e6",
+            "65535",
+        ],
+    }
+}
+
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         4 => (any::<Index>(), value()).prop_map(|(at, v)| Mutation::Replace(at, v)),
@@ -95,6 +134,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         1 => (any::<Index>(), value()).prop_map(|(at, v)| Mutation::Duplicate(at, v)),
         4 => (select(tree::FIELDS), any::<Index>(), value())
             .prop_map(|(field, service, v)| Mutation::Set(field, service, v)),
+        2 => edge(),
     ]
 }
 
@@ -139,26 +179,59 @@ fn the_examples_are_accepted_and_run() {
     }
 }
 
+/// Every field set to a value at the edge of its range, or just past it.
+fn edge() -> impl Strategy<Value = Mutation> {
+    select(tree::FIELDS).prop_flat_map(|field| {
+        let last = field[field.len() - 1];
+        (any::<Index>(), select(edges(last)))
+            .prop_map(move |(service, v)| Mutation::Set(field, service, v.to_string()))
+    })
+}
+
+/// The example, mutated, is refused with every problem naming a mutated
+/// field, or it runs.
+fn mutated_is_refused_with_its_field_or_runs(
+    example: &(&str, &str),
+    mutations: &[Mutation],
+) -> Result<(), TestCaseError> {
+    let mut node = Node::parse(example.1);
+    let mut names = Vec::new();
+    for m in mutations {
+        names.extend(node.apply(m));
+    }
+    let text = node.to_yaml();
+    if let Err(error) = refused_or_runs(&text)? {
+        let named = names_a_field(&error, &names);
+        prop_assert!(
+            named.is_ok(),
+            "{}\n--- {}, mutated:\n{text}",
+            named.unwrap_err(),
+            example.0
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// An example with one to four mutations is refused, every problem
-    /// naming a mutated field, or it runs.
+    /// One to four mutations of any kind: most are refused.
     #[test]
     fn a_mutated_example_is_refused_with_its_field_or_runs(
         example in select(EXAMPLES),
         mutations in prop::collection::vec(mutation(), 1..=4),
     ) {
-        let mut node = Node::parse(example.1);
-        let mut names = Vec::new();
-        for m in &mutations {
-            names.extend(node.apply(m));
-        }
-        let text = node.to_yaml();
-        if let Err(error) = refused_or_runs(&text)? {
-            let named = names_a_field(&error, &names);
-            prop_assert!(named.is_ok(), "{}\n--- {}, mutated:\n{text}", named.unwrap_err(), example.0);
-        }
+        mutated_is_refused_with_its_field_or_runs(&example, &mutations)?;
+    }
+
+    /// One to six fields at the edges of their ranges: many are accepted,
+    /// with the largest timers and windows together.
+    #[test]
+    fn an_example_at_the_edges_is_refused_with_its_field_or_runs(
+        example in select(EXAMPLES),
+        mutations in prop::collection::vec(edge(), 1..=6),
+    ) {
+        mutated_is_refused_with_its_field_or_runs(&example, &mutations)?;
     }
 }
 

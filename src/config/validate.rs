@@ -259,7 +259,13 @@ fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
     }
     let field = |name: &str| format!("{at}.{name}");
     let count = |n: usize| n as u64;
-    ranges::MAX_REPLICAS.check(&field("maxReplicas"), u64::from(s.max_replicas()), problems);
+    // Unset, maxReplicas follows minReplicas: a problem there is minReplicas'.
+    ranges::MIN_REPLICAS.check(&field("minReplicas"), u64::from(s.min_replicas), problems);
+    ranges::MAX_REPLICAS.check_set(
+        &field("maxReplicas"),
+        s.max_replicas.map(u64::from),
+        problems,
+    );
     ranges::SCALE_TARGET.check(&field("scaleTarget"), s.scale_target, problems);
     ranges::CONTAINER_CONCURRENCY.check(
         &field("containerConcurrency"),
@@ -613,6 +619,37 @@ services:
             p[0].contains("services[0].name: ") && p[0].contains("of name, namespace and domain"),
             "{p:?}"
         );
+    }
+
+    /// Found by tests/properties.rs: with maxReplicas unset, a minReplicas
+    /// out of range was reported as maxReplicas, a field not written.
+    #[test]
+    fn replica_bounds_name_the_field_written() {
+        let service = |replicas: &str| {
+            format!(
+                "services:\n  - name: a\n{replicas}    backend: {{static: [\"127.0.0.1:1\"]}}\n"
+            )
+        };
+        for (replicas, expected) in [
+            (
+                "    minReplicas: 100000\n",
+                vec!["services[0].minReplicas: must be between 0 and 10000, got 100000"],
+            ),
+            (
+                "    maxReplicas: 100000\n",
+                vec!["services[0].maxReplicas: must be between 1 and 10000, got 100000"],
+            ),
+            (
+                "    maxReplicas: 0\n",
+                vec![
+                    "services[0].maxReplicas: 0 must be at least minReplicas (1)",
+                    "services[0].maxReplicas: must be between 1 and 10000, got 0",
+                ],
+            ),
+            ("    minReplicas: 10000\n", vec![]),
+        ] {
+            assert_eq!(problems(&service(replicas)), expected, "{replicas}");
+        }
     }
 
     /// Found by tests/properties.rs: the YAML reader meets an alias to no
