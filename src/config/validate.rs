@@ -2,7 +2,7 @@
 
 use super::ranges;
 use super::{AutoscalerDefaults, Config, Dur, MetricsSource, ServiceConfig};
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery};
 use std::collections::HashMap;
 
 /// Returns every problem found, each starting with the field's path.
@@ -346,19 +346,35 @@ fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
                 "{at}.backend.process.command: needs a program to run"
             ));
         }
-        if !process.readiness_path.starts_with('/') {
+        // The probe is `http://127.0.0.1:{port}{readinessPath}`.
+        let path = &process.readiness_path;
+        if !path.starts_with('/') || PathAndQuery::try_from(path.as_str()).is_err() {
             problems.push(format!(
-                "{at}.backend.process.readinessPath: {:?} must start with /",
-                process.readiness_path
+                "{at}.backend.process.readinessPath: {path:?} must be a URI path starting with /"
+            ));
+        }
+        // The OS refuses to start a program given a NUL byte.
+        let nul = |s: &String| s.contains('\0');
+        let at = format!("{at}.backend.process");
+        if let Some(k) = process.command.iter().position(nul) {
+            problems.push(format!("{at}.command[{k}]: must not contain a NUL byte"));
+        }
+        if let Some((k, _)) = process.env.iter().find(|(k, v)| nul(k) || nul(v)) {
+            problems.push(format!("{at}.env.{k:?}: must not contain a NUL byte"));
+        }
+        let executable = process.sidecar.as_ref().and_then(|s| s.executable.as_ref());
+        if executable.is_some_and(nul) {
+            problems.push(format!(
+                "{at}.sidecar.executable: must not contain a NUL byte"
             ));
         }
         ranges::STARTUP_TIMEOUT.check(
-            &format!("{at}.backend.process.startupTimeout"),
+            &format!("{at}.startupTimeout"),
             process.startup_timeout.0,
             problems,
         );
         ranges::STOP_GRACE_PERIOD.check(
-            &format!("{at}.backend.process.stopGracePeriod"),
+            &format!("{at}.stopGracePeriod"),
             process.stop_grace_period.0,
             problems,
         );
@@ -368,8 +384,10 @@ fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
 /// A pod address is `host:port`, with a host sluice can connect to.
 pub fn check_pod_address(addr: &str) -> Result<(), &'static str> {
     let authority: Authority = addr.parse().map_err(|_| "is not a valid host:port")?;
-    if authority.port_u16().is_none() {
-        return Err("has no port");
+    match authority.port_u16() {
+        None => return Err("has no port"),
+        Some(0) => return Err("has port 0, which no connection can reach"),
+        Some(_) => {}
     }
     if authority.as_str().contains('@') {
         return Err("must not contain user information");
@@ -468,6 +486,12 @@ services:
         assert!(has("services[0].backend.static[0]"), "{p:?}");
         assert!(
             has("services[0].backend.static[1]: \"127.0.0.1\" has no port"),
+            "{p:?}"
+        );
+        // Found by tests/properties.rs: accepted, port 0 could never be reached.
+        let p = problems(&yaml.replace("\"127.0.0.1\"", "\"127.0.0.1:0\""));
+        assert!(
+            p.iter().any(|x| x == "services[0].backend.static[1]: \"127.0.0.1:0\" has port 0, which no connection can reach"),
             "{p:?}"
         );
     }
@@ -619,6 +643,27 @@ services:
             p[0].contains("services[0].name: ") && p[0].contains("of name, namespace and domain"),
             "{p:?}"
         );
+    }
+
+    /// Found by tests/properties.rs: accepted, a replica could never start
+    /// (NUL bytes) or never be seen ready (a path no URI can hold).
+    #[test]
+    fn replicas_that_cannot_start_or_be_probed_are_refused() {
+        let service = |process: &str| {
+            format!("services:\n  - name: a\n    backend: {{process: {{{process}}}}}\n")
+        };
+        for (process, expected) in [
+            ("command: [m], readinessPath: /a b", "services[0].backend.process.readinessPath: \"/a b\" must be a URI path starting with /"),
+            ("command: [m], readinessPath: v1", "services[0].backend.process.readinessPath: \"v1\" must be"),
+            ("command: [m, \"a\\0\"]", "services[0].backend.process.command[1]: must not contain a NUL byte"),
+            ("command: [m], env: {A: \"\\0\"}", "services[0].backend.process.env.\"A\": must not contain"),
+            ("command: [m], sidecar: {executable: \"\\0\"}", "services[0].backend.process.sidecar.executable: must not"),
+        ] {
+            let p = problems(&service(process));
+            assert!(p.len() == 1 && p[0].starts_with(expected), "{process}\n{p:?}");
+        }
+        let ok = "command: [m], readinessPath: \"/v1/models/{name}?x=1\"";
+        assert_eq!(problems(&service(ok)), Vec::<String>::new());
     }
 
     /// Found by tests/properties.rs: with maxReplicas unset, a minReplicas

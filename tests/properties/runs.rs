@@ -53,6 +53,16 @@ pub fn check(config: &Config) -> Result<(), String> {
         ]);
         if let Some(process) = &settings.config.backend.process {
             timers.extend(process_timers(process, &settings.request_timeout));
+            can_start(process).map_err(|e| format!("{name}: {e}"))?;
+        }
+        for pod in settings.config.backend.static_pods.iter().flatten() {
+            let port = pod
+                .parse::<http::uri::Authority>()
+                .ok()
+                .and_then(|a| a.port_u16());
+            if port.is_none_or(|p| p == 0) {
+                return Err(format!("{name}: static pod {pod:?} cannot be connected to"));
+            }
         }
         if u32::try_from(settings.tick_interval.as_secs()).is_err() {
             return Err(format!("{name}: tickInterval {:?}", settings.tick_interval));
@@ -102,6 +112,26 @@ fn process_timers(
         // A replica drains for at most the request timeout.
         ("drain", *request_timeout),
     ]
+}
+
+/// What a local replica needs to start and be seen ready: a program,
+/// arguments and environment the OS takes (no NUL byte), and a readiness
+/// path that makes a URI (as the replica's, or its sidecar's, probe makes it).
+fn can_start(process: &ProcessBackend) -> Result<(), String> {
+    let executable = process.sidecar.iter().flat_map(|s| s.executable.as_deref());
+    let strings = process.command.iter().map(String::as_str).chain(executable);
+    let env = process
+        .env
+        .iter()
+        .flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+    if let Some(bad) = strings.chain(env).find(|s| s.contains('\0')) {
+        return Err(format!("{bad:?} holds a NUL byte"));
+    }
+    let probe = format!("http://127.0.0.1:1{}", process.readiness_path);
+    match probe.parse::<http::Uri>() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("readiness probe {probe:?}: {e}")),
+    }
 }
 
 /// A burst then quiet, seen from several starting points up to the end of
