@@ -4,9 +4,10 @@
 //! duration added to an instant overflows, and autoscaling decisions, even
 //! far in the future, stay between minReplicas and maxReplicas.
 
-use sluice::autoscaler::{decide, History, Panic, Sample, Spec};
+use sluice::autoscaler::{decide, estimate, History, Panic, Sample, Spec};
 use sluice::config::{Config, ProcessBackend};
 use sluice::gateway::Shared;
+use sluice::sidecar::LoadReport;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,32 +135,46 @@ fn can_start(process: &ProcessBackend) -> Result<(), String> {
     }
 }
 
-/// A burst then quiet, seen from several starting points up to the end of
-/// time: every decision is within `[minReplicas, maxReplicas]`.
+/// A burst then quiet, as the gateway or the pods' sidecars see it, from
+/// several starting points up to the end of time: every decision is within
+/// `[minReplicas, maxReplicas]`, and an overwhelming burst scales up.
 fn decisions(spec: &Spec) -> Result<(), String> {
     let secs = Duration::from_secs;
     let starts = [
         Duration::ZERO,
         secs(100 * 365 * 24 * 3600),
-        secs(u64::MAX / 2),
         Duration::MAX.saturating_sub(secs(3 * 3600)),
     ];
     for start in starts {
-        for load in [0.0, 0.4, 3.0, 1e9] {
+        for load in [0.4, 3.0, 1e9] {
             let mut history = History::new(spec.stable_window);
             let (mut ready, mut panic) = (spec.min_replicas, Panic::default());
             let mut now = start;
             for t in 1..=40u64 {
                 now = start.saturating_add(secs(t));
                 let c = if t <= 20 { load } else { 0.0 };
-                history.record(Sample {
-                    at: now,
+                // As the pods' sidecars would report it, one of two read.
+                let report = LoadReport {
                     concurrency: c,
                     rps: c * 10.0,
+                    ..LoadReport::default()
+                };
+                let pods = spec.max_replicas as usize;
+                let seen = estimate(&[Some(report), None], pods, spec.metric, spec.target)
+                    .ok_or("no estimate from a report")?;
+                history.record(Sample {
+                    at: now,
+                    concurrency: seen.concurrency,
+                    rps: seen.rps,
                 });
                 if t % 2 == 0 {
                     let d = decide(spec, &history, ready, panic, now);
                     in_range(spec, d.desired, now)?;
+                    // Overwhelmed, a service gets more pods at each decision.
+                    let grows = d.desired > ready || d.desired == spec.max_replicas;
+                    if load >= 1e9 && t <= 20 && !grows {
+                        return Err(format!("{ready} pods overwhelmed, decided {}", d.desired));
+                    }
                     (ready, panic) = (d.desired, d.panic);
                 }
             }

@@ -25,7 +25,7 @@ pub enum Mutation {
     Duplicate(Index, String),
     /// A field of the schema is set, with the maps it needs. A path that
     /// starts with `services` is in the service at the index.
-    Set(&'static [&'static str], Index, String),
+    Set(&'static [&'static str], usize, String),
 }
 
 /// Every field of the configuration file.
@@ -245,11 +245,11 @@ impl Node {
         }
     }
 
-    fn set(&mut self, field: &[&str], service: Index, value: &str) -> Vec<String> {
+    fn set(&mut self, field: &[&str], service: usize, value: &str) -> Vec<String> {
         let (mut here, mut path, keys) = match field {
             ["services", rest @ ..] => match self.get_mut("services") {
                 Some(Node::List(services)) if !services.is_empty() => {
-                    let i = service.index(services.len());
+                    let i = service % services.len();
                     (&mut services[i], format!("services[{i}]"), rest)
                 }
                 _ => return vec![],
