@@ -348,11 +348,13 @@ proptest! {
     }
 }
 
-/// Nesting just under, at and over the limit, in every YAML style, and an
-/// alias bomb: refused quickly, never a stack overflow.
+/// Nesting just under, at and over the limit, in every YAML style, and
+/// alias bombs: refused quickly, with the field named, never a stack
+/// overflow. Past the limit, flow nesting stops the reader itself.
 #[test]
 fn deep_nesting_and_alias_bombs_are_refused_quickly() {
-    let mut texts = Vec::new();
+    let limit = "recursion limit exceeded";
+    let mut cases = Vec::new();
     for depth in [
         MAX_NESTING - 2,
         MAX_NESTING - 1,
@@ -362,48 +364,59 @@ fn deep_nesting_and_alias_bombs_are_refused_quickly() {
         1_000,
         100_000,
     ] {
-        texts.push(format!(
-            "services: {}{}\n",
-            "[".repeat(depth),
-            "]".repeat(depth)
-        ));
-        texts.push(format!(
-            "services: {}1{}\n",
-            "{a: ".repeat(depth),
-            "}".repeat(depth)
-        ));
-        let block_map: String = (0..depth.min(5_000))
-            .map(|i| format!("{}a:\n", " ".repeat(i)))
-            .collect();
-        texts.push(format!("services:\n{block_map}"));
-        let block_list: String = (0..depth.min(5_000))
-            .map(|i| format!("{}-\n", " ".repeat(i)))
-            .collect();
-        texts.push(format!("services:\n{block_list}"));
-        texts.push(format!(
+        let flow = format!("services: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        let over = depth > MAX_NESTING;
+        cases.push((flow, "services", Some(over)));
+        let flow_map = format!("services: {}1{}\n", "{a: ".repeat(depth), "}".repeat(depth));
+        cases.push((flow_map, "services", None));
+        let mixed = format!(
             "gateway:\n  queueDepth: {}1{}\n",
             "[{a: ".repeat(depth / 2),
             "}]".repeat(depth / 2)
-        ));
+        );
+        cases.push((mixed, "queueDepth", None));
+        let indent = |i| " ".repeat(i);
+        let block_map: String = (0..depth.min(5_000))
+            .map(|i| format!("{}a:\n", indent(i)))
+            .collect();
+        cases.push((format!("services:\n{block_map}"), "services", None));
+        let block_list: String = (0..depth.min(5_000))
+            .map(|i| format!("{}-\n", indent(i)))
+            .collect();
+        cases.push((format!("services:\n{block_list}"), "services", None));
     }
+    // A billion laughs: each level ten aliases of the one below.
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..10 {
         let refs = vec![format!("*a{}", i - 1); 10].join(", ");
         bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
     }
-    texts.push(bomb.clone());
-    texts.push(format!("services: {bomb}"));
-    texts.push(
-        bomb.replace("a0: ", "services:\n  - name: a\n    hosts: ")
-            .replacen('\n', "\n    ", 1),
-    );
-    for text in texts {
+    cases.push((bomb.clone(), "a0", None));
+    cases.push((
+        format!("services:\n  - name: a\n    hosts: *a9\n{bomb}"),
+        "a",
+        None,
+    ));
+    // Tens of thousands of aliases of one host: flat, but large expanded.
+    // Refused as a whole (the reader's alias budget), not for a field.
+    for aliases in [40_000, 60_000] {
+        let hosts = vec!["*h"; aliases].join(", ");
+        let host = "h".repeat(63);
+        let flat = format!(
+            "services:\n  - name: a\n    hosts: [&h {host}, {hosts}]\n    backend: {{static: [\"127.0.0.1:1\"]}}\n"
+        );
+        cases.push((flat, "budget breached", None));
+    }
+    for (text, field, over_limit) in cases {
         let started = Instant::now();
         let parsed = Config::parse(&text);
         let took = started.elapsed();
         let head: String = text.chars().take(80).collect();
         assert!(took < QUICK, "{took:?} for {head}...");
         let error = parsed.expect_err(&head).to_string();
-        assert!(!error.is_empty(), "{head}");
+        assert!(error.contains(field), "{head}...: {error:.300}");
+        if let Some(over) = over_limit {
+            assert_eq!(error.contains(limit), over, "{head}...: {error:.300}");
+        }
     }
 }
