@@ -90,82 +90,46 @@ fn value() -> impl Strategy<Value = String> {
 /// Values a field may hold, at the edges of its range or just past them:
 /// the largest and smallest a config may hold are the likeliest to break
 /// what runs it.
+#[rustfmt::skip]
 fn edges(field: &str) -> &'static [&'static str] {
-    let durations = [
-        "Timeout", "Window", "Period", "Interval", "Duration", "Deadline",
-    ];
+    let durations = ["Timeout", "Window", "Period", "Interval", "Duration", "Deadline"];
     if durations.iter().any(|end| field.ends_with(end)) {
         return &[
-            "0s",
-            "1ms",
-            "1s",
-            "2s",
-            "60s",
-            "300s",
-            "1h",
-            "3600s",
-            "24h",
-            "1day",
-            "999us",
-            "3601s",
-            "25h",
-            "1y",
-            "500000000000y",
-            "18446744073709551615s",
+            "0s", "1ms", "1s", "2s", "60s", "300s", "1h", "3600s", "24h", "1day", "999us",
+            "3601s", "25h", "1y", "500000000000y", "18446744073709551615s",
         ];
     }
     match field {
         "listen" | "admin" => &["127.0.0.1:0", "\"[::1]:0\"", "0.0.0.0:65535"],
         "domain" => &["x", "a-b.c_d", "Example.COM", "127.0.0.1"],
-        "name" | "namespace" | "service" | "leaseName" | "identity" | "leaseNamespace" => &[
-            "a",
-            "0",
-            "a-0",
-            "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijk",
-        ],
+        "name" | "namespace" | "service" | "leaseName" | "identity" | "leaseNamespace" => {
+            &["a", "0", "a-0", "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijk"]
+        }
         "deployment" => &["a", "a.b-c"],
         "hosts" | "namespaces" => &["[]", "[x]", "[\"a.b\", \"c\"]"],
-        "static" => &[
-            "[\"127.0.0.1:1\"]",
-            "[\"localhost:65535\", \"[::1]:1\"]",
-            "[\"a:0\"]",
-        ],
+        "static" => &["[\"127.0.0.1:1\"]", "[\"localhost:65535\", \"[::1]:1\"]", "[\"a:0\"]"],
         "command" => &["[x]", "[\"{sluice}\", \"{port}\", \"{name}\"]", "[\"\\0\"]"],
         "readinessPath" => &["/", "/?a=b", "/{name}", "/a b", "\"/\\u00e9\"", "/\\"],
-        "env" => &[
-            "{}",
-            "{A: \"{port}\"}",
-            "{\"\": x}",
-            "{\"A=B\": x}",
-            "{A: \"\\0\"}",
-        ],
+        "env" => &["{}", "{A: \"{port}\"}", "{\"\": x}", "{\"A=B\": x}", "{A: \"\\0\"}"],
         "sidecar" => &["{}", "{executable: x}"],
         "executable" | "kubeconfig" => &["x", "/nonexistent"],
         "enabled" => &["true", "false"],
         "metrics" => &["gateway", "pods"],
         "scaleMetric" => &["concurrency", "rps"],
         _ => &[
-            "0",
-            "1",
-            "1.01",
-            "0.01",
-            "100",
-            "110",
-            "1000",
-            "10000",
-            "100000",
-            "1000000",
-            "1e6",
-            "65535",
-            "-1",
-            "0.009",
-            "1000001",
-            "1e20",
-            ".nan",
-            ".inf",
-            "4294967296",
+            "0", "1", "1.01", "0.01", "100", "110", "1000", "10000", "100000", "1000000", "1e6",
+            "65535", "-1", "0.009", "1000001", "1e20", ".nan", ".inf", "4294967296",
         ],
     }
+}
+
+/// Any field set to a value at the edge of its range, or just past it.
+fn edge() -> impl Strategy<Value = Mutation> {
+    select(tree::FIELDS).prop_flat_map(|field| {
+        let last = field[field.len() - 1];
+        (any::<usize>(), select(edges(last)))
+            .prop_map(move |(service, v)| Mutation::Set(field, service, v.to_string()))
+    })
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -220,15 +184,6 @@ fn the_examples_are_accepted_and_run() {
         let again = Node::parse(text).to_yaml();
         assert_eq!(Config::parse(&again).unwrap(), config, "{path}:\n{again}");
     }
-}
-
-/// Every field set to a value at the edge of its range, or just past it.
-fn edge() -> impl Strategy<Value = Mutation> {
-    select(tree::FIELDS).prop_flat_map(|field| {
-        let last = field[field.len() - 1];
-        (any::<usize>(), select(edges(last)))
-            .prop_map(move |(service, v)| Mutation::Set(field, service, v.to_string()))
-    })
 }
 
 /// The example's tree, read once.
@@ -295,7 +250,8 @@ proptest! {
 /// random properties, to keep this one to a couple of seconds.
 #[test]
 fn every_field_at_every_edge_is_refused_with_its_field_or_runs() {
-    for example in [&EXAMPLES[0], &EXAMPLES[2]] {
+    let scaling = ["config/local.yaml", "config/examples/kubernetes.yaml"];
+    for example in EXAMPLES.iter().filter(|(path, _)| scaling.contains(path)) {
         for field in tree::FIELDS {
             for value in edges(field[field.len() - 1]) {
                 let set = Mutation::Set(field, 0, value.to_string());

@@ -2,7 +2,9 @@
 //! it builds its services, actuators and routes from it as `sluice gateway`
 //! does, and nothing it then computes from the values can panic: no
 //! duration added to an instant overflows, and autoscaling decisions, even
-//! far in the future, stay between minReplicas and maxReplicas.
+//! far in the future, stay between minReplicas and maxReplicas and scale
+//! an overwhelmed service up. Each host routes to its service; a local
+//! replica can be started and probed; a static pod can be connected to.
 
 use sluice::autoscaler::{decide, estimate, History, Panic, Sample, Spec};
 use sluice::config::{Config, ProcessBackend};

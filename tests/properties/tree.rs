@@ -24,7 +24,8 @@ pub enum Mutation {
     /// A map entry is written a second time, with this value.
     Duplicate(Index, String),
     /// A field of the schema is set, with the maps it needs. A path that
-    /// starts with `services` is in the service at the index.
+    /// starts with `services` is in the service at this index (modulo
+    /// their number).
     Set(&'static [&'static str], usize, String),
 }
 
