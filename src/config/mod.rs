@@ -115,12 +115,40 @@ fn parse_yaml(text: &str) -> Result<Config, String> {
         })
     });
     parsed.map_err(|error| {
-        let message = error.without_snippet().to_string();
-        match path.as_deref() {
-            None | Some(".") | Some("?") | Some("") => message,
-            Some(path) => format!("{path}: {message}"),
+        let error = error.without_snippet();
+        let message = error.to_string();
+        // An alias to no anchor is found while the reader looks ahead, before
+        // its key reaches serde: the path ends at the map holding it.
+        let key = match error {
+            serde_saphyr::Error::UnknownAnchor { location } => {
+                key_before(text, location.line(), location.column())
+            }
+            _ => None,
+        };
+        match (path.as_deref(), key) {
+            (None | Some(".") | Some("?") | Some(""), None) => message,
+            (None | Some(".") | Some("?") | Some(""), Some(key)) => format!("{key}: {message}"),
+            (Some(path), None) => format!("{path}: {message}"),
+            (Some(path), Some(key)) => format!("{path}.{key}: {message}"),
         }
     })
+}
+
+/// The key written just before a value on its line: `name` for the alias
+/// in `  - name: *a` (line and column count from 1, in characters).
+fn key_before(text: &str, line: u64, column: u64) -> Option<&str> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let value_at = line
+        .char_indices()
+        .nth(usize::try_from(column).ok()?.checked_sub(1)?)?
+        .0;
+    let before = line[..value_at].trim_end().strip_suffix(':')?.trim_end();
+    let key_at = before
+        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    Some(&before[key_at..]).filter(|key| !key.is_empty())
 }
 
 impl ConfigError {

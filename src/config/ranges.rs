@@ -53,6 +53,7 @@ pub const SCALE_TO_ZERO_GRACE_PERIOD: Bounds<Duration> = between(Duration::ZERO,
 pub const SCALE_RATE: Bounds<f64> = above(1.0, 1e6);
 
 // A service.
+pub const MIN_REPLICAS: Bounds<u64> = between(0, 10_000);
 pub const MAX_REPLICAS: Bounds<u64> = between(1, 10_000);
 pub const SCALE_TARGET: Bounds<f64> = between(0.01, 1e6);
 pub const CONTAINER_CONCURRENCY: Bounds<u64> = between(0, 100_000);

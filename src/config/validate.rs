@@ -2,7 +2,7 @@
 
 use super::ranges;
 use super::{AutoscalerDefaults, Config, Dur, MetricsSource, ServiceConfig};
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery};
 use std::collections::HashMap;
 
 /// Returns every problem found, each starting with the field's path.
@@ -14,7 +14,9 @@ pub fn validate(config: &Config) -> Vec<String> {
             config.listen
         ));
     }
-    if config.domain.is_empty() || Authority::try_from(config.domain.as_str()).is_err() {
+    // Every service's default host ends with it: checked as a host name.
+    let domain_ok = is_host_name(&config.domain.to_ascii_lowercase());
+    if !domain_ok {
         problems.push(format!(
             "domain: {:?} is not a valid DNS name",
             config.domain
@@ -80,6 +82,9 @@ pub fn validate(config: &Config) -> Vec<String> {
         }
         let hosts = std::iter::once(service.default_host(&config.domain))
             .chain(service.hosts.iter().cloned());
+        // The default host is made of fields checked on their own; when one
+        // of them is refused, that is the problem, not the host.
+        let parts_ok = domain_ok && is_dns_label(&service.name) && is_dns_label(&service.namespace);
         for (j, host) in hosts.enumerate() {
             let field = if j == 0 {
                 format!("{at}.name")
@@ -87,8 +92,18 @@ pub fn validate(config: &Config) -> Vec<String> {
                 format!("{at}.hosts[{}]", j - 1)
             };
             let normal = host.to_ascii_lowercase();
+            if j == 0 && !parts_ok {
+                continue;
+            }
             if !is_host_name(&normal) {
-                problems.push(format!("{field}: {host:?} is not a valid host name"));
+                let made_of = if j == 0 {
+                    ", of name, namespace and domain,"
+                } else {
+                    ""
+                };
+                problems.push(format!(
+                    "{field}: {host:?}{made_of} is not a valid host name"
+                ));
             } else if let Some(owner) = owners.get(&normal) {
                 problems.push(format!("{field}: host {host:?} is already used by {owner}"));
             } else {
@@ -256,7 +271,13 @@ fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
     }
     let field = |name: &str| format!("{at}.{name}");
     let count = |n: usize| n as u64;
-    ranges::MAX_REPLICAS.check(&field("maxReplicas"), u64::from(s.max_replicas()), problems);
+    // Unset, maxReplicas follows minReplicas: a problem there is minReplicas'.
+    ranges::MIN_REPLICAS.check(&field("minReplicas"), u64::from(s.min_replicas), problems);
+    ranges::MAX_REPLICAS.check_set(
+        &field("maxReplicas"),
+        s.max_replicas.map(u64::from),
+        problems,
+    );
     ranges::SCALE_TARGET.check(&field("scaleTarget"), s.scale_target, problems);
     ranges::CONTAINER_CONCURRENCY.check(
         &field("containerConcurrency"),
@@ -337,19 +358,35 @@ fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
                 "{at}.backend.process.command: needs a program to run"
             ));
         }
-        if !process.readiness_path.starts_with('/') {
+        // The probe is `http://127.0.0.1:{port}{readinessPath}`.
+        let path = &process.readiness_path;
+        if !path.starts_with('/') || PathAndQuery::try_from(path.as_str()).is_err() {
             problems.push(format!(
-                "{at}.backend.process.readinessPath: {:?} must start with /",
-                process.readiness_path
+                "{at}.backend.process.readinessPath: {path:?} must be a URI path starting with /"
+            ));
+        }
+        // The OS refuses to start a program given a NUL byte.
+        let nul = |s: &String| s.contains('\0');
+        let at = format!("{at}.backend.process");
+        if let Some(k) = process.command.iter().position(nul) {
+            problems.push(format!("{at}.command[{k}]: must not contain a NUL byte"));
+        }
+        if let Some((k, _)) = process.env.iter().find(|(k, v)| nul(k) || nul(v)) {
+            problems.push(format!("{at}.env.{k:?}: must not contain a NUL byte"));
+        }
+        let executable = process.sidecar.as_ref().and_then(|s| s.executable.as_ref());
+        if executable.is_some_and(nul) {
+            problems.push(format!(
+                "{at}.sidecar.executable: must not contain a NUL byte"
             ));
         }
         ranges::STARTUP_TIMEOUT.check(
-            &format!("{at}.backend.process.startupTimeout"),
+            &format!("{at}.startupTimeout"),
             process.startup_timeout.0,
             problems,
         );
         ranges::STOP_GRACE_PERIOD.check(
-            &format!("{at}.backend.process.stopGracePeriod"),
+            &format!("{at}.stopGracePeriod"),
             process.stop_grace_period.0,
             problems,
         );
@@ -359,8 +396,10 @@ fn validate_backend(at: &str, s: &ServiceConfig, problems: &mut Vec<String>) {
 /// A pod address is `host:port`, with a host sluice can connect to.
 pub fn check_pod_address(addr: &str) -> Result<(), &'static str> {
     let authority: Authority = addr.parse().map_err(|_| "is not a valid host:port")?;
-    if authority.port_u16().is_none() {
-        return Err("has no port");
+    match authority.port_u16() {
+        None => return Err("has no port"),
+        Some(0) => return Err("has port 0, which no connection can reach"),
+        Some(_) => {}
     }
     if authority.as_str().contains('@') {
         return Err("must not contain user information");
@@ -459,6 +498,12 @@ services:
         assert!(has("services[0].backend.static[0]"), "{p:?}");
         assert!(
             has("services[0].backend.static[1]: \"127.0.0.1\" has no port"),
+            "{p:?}"
+        );
+        // Found by tests/properties.rs: accepted, port 0 could never be reached.
+        let p = problems(&yaml.replace("\"127.0.0.1\"", "\"127.0.0.1:0\""));
+        assert!(
+            p.iter().any(|x| x == "services[0].backend.static[1]: \"127.0.0.1:0\" has port 0, which no connection can reach"),
             "{p:?}"
         );
     }
@@ -587,6 +632,121 @@ services:
         ] {
             let p = problems(&yaml);
             assert!(p.iter().any(|x| x.contains(expected)), "{yaml}\n{p:?}");
+        }
+    }
+
+    /// Found by tests/properties.rs: a refused namespace or domain was also
+    /// reported as a bad `name`, and a domain with an empty or overlong
+    /// label was taken for a DNS name.
+    #[test]
+    fn a_bad_default_host_is_blamed_on_the_field_that_makes_it() {
+        let service =
+            "services:\n  - name: a\n    namespace: b\n    backend: {static: [\"127.0.0.1:1\"]}\n";
+        for (yaml, expected) in [
+            (
+                service.replace("namespace: b", "namespace: \"\""),
+                "services[0].namespace:",
+            ),
+            (
+                service.replace("namespace: b", "namespace: 1h 30m"),
+                "services[0].namespace:",
+            ),
+            (format!("domain: a..b\n{service}"), "domain:"),
+            (
+                format!("domain: {}.com\n{service}", "x".repeat(64)),
+                "domain:",
+            ),
+            ("domain: a..b\n".to_string(), "domain:"),
+        ] {
+            let p = problems(&yaml);
+            assert!(
+                !p.is_empty() && p.iter().all(|x| x.starts_with(expected)),
+                "{yaml}\n{p:?}"
+            );
+        }
+        let long = format!("domain: {0}.{0}.{0}.{0}\n{service}", "x".repeat(60));
+        let p = problems(&long.replace("name: a", &format!("name: {}", "y".repeat(63))));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("services[0].name: ") && p[0].contains("of name, namespace and domain"),
+            "{p:?}"
+        );
+    }
+
+    /// Found by tests/properties.rs: accepted, a replica could never start
+    /// (NUL bytes) or never be seen ready (a path no URI can hold).
+    #[test]
+    fn replicas_that_cannot_start_or_be_probed_are_refused() {
+        let service = |process: &str| {
+            format!("services:\n  - name: a\n    backend: {{process: {{{process}}}}}\n")
+        };
+        for (process, expected) in [
+            ("command: [m], readinessPath: /a b", "services[0].backend.process.readinessPath: \"/a b\" must be a URI path starting with /"),
+            ("command: [m], readinessPath: v1", "services[0].backend.process.readinessPath: \"v1\" must be"),
+            ("command: [m, \"a\\0\"]", "services[0].backend.process.command[1]: must not contain a NUL byte"),
+            ("command: [m], env: {A: \"\\0\"}", "services[0].backend.process.env.\"A\": must not contain"),
+            ("command: [m], sidecar: {executable: \"\\0\"}", "services[0].backend.process.sidecar.executable: must not"),
+        ] {
+            let p = problems(&service(process));
+            assert!(p.len() == 1 && p[0].starts_with(expected), "{process}\n{p:?}");
+        }
+        let ok = "command: [m], readinessPath: \"/v1/models/{name}?x=1\"";
+        assert_eq!(problems(&service(ok)), Vec::<String>::new());
+    }
+
+    /// Found by tests/properties.rs: with maxReplicas unset, a minReplicas
+    /// out of range was reported as maxReplicas, a field not written.
+    #[test]
+    fn replica_bounds_name_the_field_written() {
+        let service = |replicas: &str| {
+            format!(
+                "services:\n  - name: a\n{replicas}    backend: {{static: [\"127.0.0.1:1\"]}}\n"
+            )
+        };
+        for (replicas, expected) in [
+            (
+                "    minReplicas: 100000\n",
+                vec!["services[0].minReplicas: must be between 0 and 10000, got 100000"],
+            ),
+            (
+                "    maxReplicas: 100000\n",
+                vec!["services[0].maxReplicas: must be between 1 and 10000, got 100000"],
+            ),
+            (
+                "    maxReplicas: 0\n",
+                vec![
+                    "services[0].maxReplicas: 0 must be at least minReplicas (1)",
+                    "services[0].maxReplicas: must be between 1 and 10000, got 0",
+                ],
+            ),
+            ("    minReplicas: 10000\n", vec![]),
+        ] {
+            assert_eq!(problems(&service(replicas)), expected, "{replicas}");
+        }
+    }
+
+    /// Found by tests/properties.rs: the YAML reader meets an alias to no
+    /// anchor before its key reaches serde, and named only the map.
+    #[test]
+    fn an_alias_to_no_anchor_names_its_field() {
+        for (yaml, field) in [
+            ("services:\n  - name: *a\n", "services[0].name: "),
+            (
+                "services:\n  - {namespace: x, name: *a}\n",
+                "services[0].name: ",
+            ),
+            ("gateway:\n  queueDepth:  *a\n", "gateway.queueDepth: "),
+            ("services: *a\n", "services: "),
+            (
+                "services:\n  - backend: {process: {command: [x, *a]}}\n",
+                "services[0].backend.process.command: ",
+            ),
+        ] {
+            let p = problems(yaml);
+            assert!(
+                p[0].contains(&format!("{field}alias references unknown anchor")),
+                "{yaml}\n{p:?}"
+            );
         }
     }
 

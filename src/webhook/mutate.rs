@@ -2,6 +2,7 @@
 //! AdmissionReview response out, with a JSONPatch that injects the sidecar
 //! into pods that opted in.
 
+use crate::config::ranges;
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -72,23 +73,30 @@ pub fn patch_for(pod: &Value, injection: &Injection) -> Option<Value> {
     }
     let model = &containers[0];
     let annotation = |key: &str| metadata["annotations"][key].as_str();
+    // What the sidecar would refuse to start with (port 0 or past 65535, a
+    // concurrency out of range) counts as unset, as what does not parse does.
+    let port = |p: u64| u16::try_from(p).ok().filter(|&p| p != 0);
     let model_port = annotation(MODEL_PORT)
-        .and_then(|p| p.parse::<u16>().ok())
-        .or_else(|| {
-            model["ports"][0]["containerPort"]
-                .as_u64()
-                .map(|p| p as u16)
-        })
+        .and_then(|p| p.parse::<u64>().ok())
+        .and_then(port)
+        .or_else(|| model["ports"][0]["containerPort"].as_u64().and_then(port))
         .unwrap_or(8080);
     let concurrency = annotation(CONTAINER_CONCURRENCY)
-        .and_then(|c| c.parse::<usize>().ok())
+        .and_then(|c| c.parse::<u64>().ok())
+        .filter(|&c| ranges::CONTAINER_CONCURRENCY.contains(c))
         .unwrap_or(0);
     // The model's own readiness check becomes the sidecar's: the pod is ready
-    // when the sidecar is, and the sidecar follows the model.
+    // when the sidecar is, and the sidecar follows the model. The sidecar
+    // probes `http://127.0.0.1:{port}{path}`, so the path must be absolute
+    // (the kubelet adds a missing slash itself) and valid in a URI.
     let readiness_path = model["readinessProbe"]["httpGet"]["path"]
         .as_str()
-        .unwrap_or("/")
-        .to_string();
+        .map(|p| match p.starts_with('/') {
+            true => p.to_string(),
+            false => format!("/{p}"),
+        })
+        .filter(|p| http::uri::PathAndQuery::try_from(p.as_str()).is_ok())
+        .unwrap_or_else(|| "/".to_string());
 
     let sidecar = json!({
         "name": SIDECAR_NAME,
@@ -127,4 +135,95 @@ pub fn patch_for(pod: &Value, injection: &Injection) -> Option<Value> {
         patch.push(json!({ "op": "add", "path": "/metadata/annotations", "value": annotations }));
     }
     Some(Value::Array(patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn injection() -> Injection {
+        Injection {
+            image: "sluice".into(),
+            port: 8012,
+            admin_port: 9091,
+            pre_stop_seconds: 5,
+        }
+    }
+
+    fn sidecar_env(annotations: Value, model: Value) -> Vec<(String, String)> {
+        let pod = json!({
+            "metadata": { "labels": { INJECT: "true" }, "annotations": annotations },
+            "spec": { "containers": [model] },
+        });
+        let patch = patch_for(&pod, &injection()).unwrap();
+        patch[0]["value"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().into(),
+                    e["value"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    }
+
+    fn env(env: &[(String, String)], name: &str) -> String {
+        env.iter().find(|(n, _)| n == name).unwrap().1.clone()
+    }
+
+    /// Found by tests/properties.rs: values a pod may carry that gave the
+    /// sidecar a setting it refuses to start with (port 0, a truncated port,
+    /// a concurrency out of range, a relative readiness path).
+    #[test]
+    fn the_sidecar_gets_only_settings_it_can_start_with() {
+        for (annotations, model, upstream) in [
+            (
+                json!({}),
+                json!({ "ports": [{ "containerPort": 0 }] }),
+                "127.0.0.1:8080",
+            ),
+            (
+                json!({}),
+                json!({ "ports": [{ "containerPort": 70000 }] }),
+                "127.0.0.1:8080",
+            ),
+            (
+                json!({ MODEL_PORT: "0" }),
+                json!({ "ports": [{ "containerPort": 9000 }] }),
+                "127.0.0.1:9000",
+            ),
+            (json!({ MODEL_PORT: "65536" }), json!({}), "127.0.0.1:8080"),
+            (json!({ MODEL_PORT: "9001" }), json!({}), "127.0.0.1:9001"),
+        ] {
+            assert_eq!(
+                env(&sidecar_env(annotations, model), "SLUICE_UPSTREAM"),
+                upstream
+            );
+        }
+        for (given, expected) in [
+            ("200000", "0"),
+            ("18446744073709551615", "0"),
+            ("100000", "100000"),
+        ] {
+            let sidecar = sidecar_env(json!({ CONTAINER_CONCURRENCY: given }), json!({}));
+            assert_eq!(
+                env(&sidecar, "SLUICE_CONTAINER_CONCURRENCY"),
+                expected,
+                "{given}"
+            );
+        }
+        for (given, expected) in [
+            ("healthz", "/healthz"),
+            ("/v1/models/m", "/v1/models/m"),
+            ("/a b", "/"),
+        ] {
+            let model = json!({ "readinessProbe": { "httpGet": { "path": given } } });
+            assert_eq!(
+                env(&sidecar_env(json!({}), model), "SLUICE_READINESS_PATH"),
+                expected
+            );
+        }
+    }
 }
