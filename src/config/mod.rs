@@ -116,7 +116,13 @@ fn parse_yaml(text: &str) -> Result<Config, String> {
     });
     parsed.map_err(|error| {
         let error = error.without_snippet();
-        let message = error.to_string();
+        // A key written twice is named as a field, as every other error is.
+        let message = error
+            .to_string()
+            .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+        let path = path
+            .as_deref()
+            .map(|p| p.trim_end_matches(".?").trim_end_matches('?'));
         // An alias to no anchor is found while the reader looks ahead, before
         // its key reaches serde: the path ends at the map holding it.
         let key = match error {
@@ -125,7 +131,7 @@ fn parse_yaml(text: &str) -> Result<Config, String> {
             }
             _ => None,
         };
-        match (path.as_deref(), key) {
+        match (path, key) {
             (None | Some(".") | Some("?") | Some(""), None) => message,
             (None | Some(".") | Some("?") | Some(""), Some(key)) => format!("{key}: {message}"),
             (Some(path), None) => format!("{path}: {message}"),

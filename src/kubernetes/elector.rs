@@ -135,8 +135,12 @@ async fn try_acquire_or_renew(
         }
     };
     let spec = lease.spec.clone().unwrap_or_default();
-    let lease_duration =
-        std::time::Duration::from_secs(spec.lease_duration_seconds.unwrap_or(duration_secs) as u64);
+    // A duration the API server would refuse (zero or less) reads as ours.
+    let seconds = spec
+        .lease_duration_seconds
+        .filter(|&s| s > 0)
+        .unwrap_or(duration_secs);
+    let lease_duration = std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
     let decision = step(
         me,
         spec.holder_identity.as_deref(),

@@ -200,7 +200,7 @@ impl SidecarOptions {
     /// The sidecar as a one-service gateway configuration, validated as any.
     fn config(&self) -> Result<Config, String> {
         let cc = self.container_concurrency;
-        let depth = self.queue_depth.unwrap_or((10 * cc).max(10));
+        let depth = self.queue_depth.unwrap_or(cc.saturating_mul(10).max(10));
         let yaml = format!(
             "listen: \"{listen}\"\nadmin: \"{admin}\"\ndomain: pod.local\n\
              gateway:\n  queueDepth: {depth}\n  queueTimeout: {qt}ms\n  requestTimeout: {rt}ms\n\

@@ -25,7 +25,11 @@ pub fn check(config: &Config) -> Result<(), String> {
         let _inside = runtime.enter();
         Shared::new(config.clone())
     };
-    let _ = sluice::server::builder(config.gateway.max_header_size.0);
+    let g = &config.gateway;
+    let metrics = sluice::metrics::ListenerMetrics::default();
+    let _ = sluice::server::ServeOptions::new("data", &g.connections, metrics)
+        .max_header_size(g.max_header_size.0)
+        .max_header_count(g.max_header_count);
     let routes = shared.routes.load_full();
     if routes.services().len() != config.services.len() {
         return Err(format!("{} services built", routes.services().len()));
@@ -94,6 +98,17 @@ fn gateway_timers(config: &Config) -> Vec<(&'static str, Duration)> {
         ("connectTimeout", g.connect_timeout.0),
         ("upstreamIdleTimeout", g.upstream_idle_timeout.0),
         ("shutdownGracePeriod", g.shutdown_grace_period.0),
+        ("firstByteTimeout", g.connections.first_byte_timeout.0),
+        ("headerReadTimeout", g.connections.header_read_timeout.0),
+        ("idleTimeout", g.connections.idle_timeout.0),
+        (
+            "http2KeepAliveInterval",
+            g.connections.http2_keep_alive_interval.0,
+        ),
+        (
+            "http2KeepAliveTimeout",
+            g.connections.http2_keep_alive_timeout.0,
+        ),
         ("leaseDuration", election.lease_duration.0),
         ("renewDeadline", election.renew_deadline.0),
         ("retryPeriod", election.retry_period.0),
