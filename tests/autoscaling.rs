@@ -37,6 +37,26 @@ services:
     )
 }
 
+/// One service whose replicas are started through `sh -c script`; `{bin}`
+/// in the script is this build's sluice.
+fn shell_replica_config(script: &str) -> String {
+    let script = script.replace("{bin}", env!("CARGO_BIN_EXE_sluice"));
+    format!(
+        r#"
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+services:
+  - name: redwine-week4
+    namespace: kserve-inference
+    backend:
+      process:
+        command: ["sh", "-c", "{script}"]
+        readinessPath: /v1/models/redwine-week4
+        stopGracePeriod: 2s
+"#
+    )
+}
+
 const INPUT: &str =
     r#"{"instances": [[7.4, 0.7, 0, 1.9, 0.076, 11, 34, 0.9978, 3.51, 0.56, 9.4]]}"#;
 const PREDICT: &str = "/v1/models/redwine-week4:predict";
@@ -353,21 +373,7 @@ fn children(pid: u32) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_started_through_a_shell_is_stopped_with_its_children() {
-    let yaml = format!(
-        r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-services:
-  - name: redwine-week4
-    namespace: kserve-inference
-    backend:
-      process:
-        command: ["sh", "-c", "{bin} predictor --port $PORT --log warn & wait"]
-        readinessPath: /v1/models/redwine-week4
-        stopGracePeriod: 2s
-"#,
-        bin = env!("CARGO_BIN_EXE_sluice"),
-    );
+    let yaml = shell_replica_config("{bin} predictor --port $PORT --log warn & wait");
     let gw = TestGateway::start(&yaml).await;
     let s = service(&gw);
     eventually(Duration::from_secs(20), "the replica is ready", || async {
@@ -500,20 +506,8 @@ async fn when_a_sidecar_dies_its_model_is_stopped_and_both_restart() {
 /// replica's, and starts the replica again on another port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_on_a_replicas_port_never_gets_its_requests() {
-    let yaml = format!(
-        r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-services:
-  - name: redwine-week4
-    namespace: kserve-inference
-    backend:
-      process:
-        command: ["sh", "-c", "sleep 2; exec {bin} predictor --bind 127.0.0.1 --port $PORT --log warn"]
-        readinessPath: /v1/models/redwine-week4
-        stopGracePeriod: 2s
-"#,
-        bin = env!("CARGO_BIN_EXE_sluice"),
+    let yaml = shell_replica_config(
+        "sleep 2; exec {bin} predictor --bind 127.0.0.1 --port $PORT --log warn",
     );
     let gw = TestGateway::start(&yaml).await;
     let s = service(&gw);

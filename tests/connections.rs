@@ -8,8 +8,7 @@ mod support;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sluice::config::{ConnectionSettings, Dur};
-use sluice::webhook::{tls_acceptor, Injection, Webhook, WebhookConnections};
-use std::sync::Arc;
+use sluice::webhook::WebhookConnections;
 use std::time::{Duration, Instant};
 use support::process::{with_file_limit, GatewayProcess};
 use support::{
@@ -256,46 +255,6 @@ async fn at_max_connections_new_ones_wait_until_one_closes() {
     }
 }
 
-fn injection() -> Injection {
-    Injection {
-        image: "ghcr.io/example/sluice:0.1.0".into(),
-        port: 8012,
-        admin_port: 9091,
-        pre_stop_seconds: 5,
-    }
-}
-
-/// A webhook with a fresh self-signed certificate, and a client trusting it.
-async fn webhook(
-    connections: WebhookConnections,
-) -> (Webhook, tokio_rustls::TlsConnector, tempfile::TempDir) {
-    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let tls = tls_acceptor(&cert_path, &key_path).unwrap();
-    let webhook = Webhook::start(
-        "127.0.0.1:0".parse().unwrap(),
-        tls,
-        injection(),
-        connections,
-    )
-    .await
-    .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    (webhook, connector, dir)
-}
-
 fn webhook_connections(first_byte: Duration, tls_handshake: Duration) -> WebhookConnections {
     WebhookConnections {
         settings: ConnectionSettings {
@@ -311,7 +270,8 @@ async fn a_webhook_connection_silent_before_or_stalled_in_its_tls_handshake_is_c
     use tokio_rustls::rustls::pki_types::ServerName;
 
     // Silent: the first byte's timeout, with a long handshake bound.
-    let (silent_hook, connector, _dir) = webhook(webhook_connections(HALF_SECOND, MINUTE)).await;
+    let (silent_hook, connector, _dir) =
+        support::webhook::start(webhook_connections(HALF_SECOND, MINUTE)).await;
     let mut silent = TcpStream::connect(silent_hook.addr).await.unwrap();
     closed_within(&mut silent, CLOSED_WITHIN, "a silent webhook connection").await;
     // A real client still gets through.
@@ -330,7 +290,8 @@ async fn a_webhook_connection_silent_before_or_stalled_in_its_tls_handshake_is_c
 
     // Stalled: the start of a ClientHello, then nothing, with a long
     // first-byte bound and a short handshake one.
-    let (stalled_hook, _, _dir) = webhook(webhook_connections(MINUTE, HALF_SECOND)).await;
+    let (stalled_hook, _, _dir) =
+        support::webhook::start(webhook_connections(MINUTE, HALF_SECOND)).await;
     let mut stalled = TcpStream::connect(stalled_hook.addr).await.unwrap();
     // A handshake record of 512 bytes, of which only the type arrives.
     stalled

@@ -5,17 +5,8 @@ mod support;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use sluice::webhook::{review, tls_acceptor, Injection, Webhook};
-use std::sync::Arc;
-
-fn injection() -> Injection {
-    Injection {
-        image: "ghcr.io/example/sluice:0.1.0".into(),
-        port: 8012,
-        admin_port: 9091,
-        pre_stop_seconds: 5,
-    }
-}
+use sluice::webhook::review;
+use support::webhook::injection;
 
 fn fixture() -> Value {
     serde_json::from_str(include_str!("fixtures/admission-review-pod.json")).unwrap()
@@ -197,32 +188,9 @@ fn malformed_input_is_rejected_not_a_crash() {
 async fn the_webhook_serves_https() {
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::TokioIo;
-    use tokio_rustls::rustls::{pki_types::ServerName, ClientConfig, RootCertStore};
+    use tokio_rustls::rustls::pki_types::ServerName;
 
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let tls = tls_acceptor(&cert_path, &key_path).unwrap();
-    let webhook = Webhook::start(
-        "127.0.0.1:0".parse().unwrap(),
-        tls,
-        injection(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
-
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let (webhook, connector, _dir) = support::webhook::start(Default::default()).await;
 
     for (body, status) in [(fixture().to_string(), 200), ("{broken".to_string(), 400)] {
         let tcp = tokio::net::TcpStream::connect(webhook.addr).await.unwrap();

@@ -5,6 +5,7 @@
 pub mod fake_kube;
 pub mod process;
 pub mod upstream;
+pub mod webhook;
 
 #[allow(unused_imports)]
 pub use self::upstream::{upstream, Upstream};
