@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod kubernetes;
+pub mod load_report;
 pub mod metrics;
 pub mod pods;
 pub mod predictor;

@@ -1,10 +1,10 @@
 //! A service as the gateway runs it: its dispatcher, actuator, autoscaler,
 //! settings and metrics.
 
-use crate::actuator::{Actuator, ProcessActuator, StaticActuator};
+use crate::actuator::{Actuator, KubernetesActuator, ProcessActuator, StaticActuator};
 use crate::autoscaler::{ScalerStatus, Spec};
 use crate::config::{Backend, Config, MetricsSource, ServiceConfig};
-use crate::kubernetes::{Cluster, KubernetesActuator};
+use crate::kubernetes::Cluster;
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::pods::Dispatcher;
 use crate::routing::RouteTable;

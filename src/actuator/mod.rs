@@ -2,12 +2,11 @@
 //! for a number of replicas and reads back what it has; each actuator puts
 //! its ready pods into the service's dispatcher itself.
 
-mod ownership;
+mod kubernetes;
 mod process;
-mod processes;
-mod replica;
 mod static_pods;
 
+pub use self::kubernetes::{endpoints_of, Endpoint, KubernetesActuator};
 pub use self::process::ProcessActuator;
 pub use self::static_pods::StaticActuator;
 

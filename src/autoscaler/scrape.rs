@@ -16,7 +16,7 @@
 use crate::config::ScaleMetric;
 use crate::pods::Pod;
 use crate::probe::ProbeClient;
-use crate::sidecar::LoadReport;
+use crate::load_report::LoadReport;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::sync::Arc;

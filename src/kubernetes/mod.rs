@@ -1,23 +1,18 @@
-//! sluice on Kubernetes: the `kubernetes` actuator (a Deployment's scale
-//! subresource, ready pods from EndpointSlices), leader election among
-//! gateway replicas, and services read from KServe InferenceServices.
+//! sluice's client of the Kubernetes API: the connection and its health,
+//! leader election among gateway replicas, and services read from KServe
+//! InferenceServices. The `kubernetes` actuator (a Deployment's scale
+//! subresource, ready pods from EndpointSlices) is in `actuator/kubernetes/`.
 //!
 //! Everything talks to the API server through kube-rs. When the API server
 //! cannot be reached, the gateway keeps serving with what it last knew,
 //! retries with backoff, and reports the condition (`/readyz`, logs,
 //! `sluice_kubernetes_api_reachable`).
 
-mod actuator;
-mod election;
-mod elector;
-mod endpoints;
 mod health;
 mod inference;
-mod scale;
+mod leader;
 
-pub use self::actuator::KubernetesActuator;
-pub use self::election::{step, Leadership, Step};
-pub use self::endpoints::{endpoints_of, Endpoint};
+pub use self::leader::{step, Leadership, Step};
 pub use self::health::ApiHealth;
 pub use self::inference::{service_from_inference_service, watch_inference_services};
 
@@ -68,7 +63,7 @@ impl Cluster {
     pub fn new(settings: KubernetesSettings, metrics: KubernetesMetrics) -> Arc<Cluster> {
         let election = &settings.leader_election;
         let leadership = if election.enabled {
-            Leadership::elected(election::identity(election.identity.as_deref()))
+            Leadership::elected(leader::identity(election.identity.as_deref()))
         } else {
             Leadership::always()
         };
@@ -88,7 +83,7 @@ impl Cluster {
     /// Starts the leader election, if it is enabled. Must run in the runtime.
     pub fn start(self: &Arc<Self>) {
         if self.settings.leader_election.enabled {
-            let task = tokio::spawn(elector::run(self.clone()));
+            let task = tokio::spawn(leader::run(self.clone()));
             *self.elector.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         }
     }
@@ -107,7 +102,7 @@ impl Cluster {
             // if it landed anyway, the release reads again).
             let _ = task.await;
             let bounded = std::time::Duration::from_secs(2);
-            if tokio::time::timeout(bounded, elector::release(self))
+            if tokio::time::timeout(bounded, leader::release(self))
                 .await
                 .is_err()
             {

@@ -1,36 +1,12 @@
 //! The pod's load, measured every second: what the autoscaler scrapes.
 
 use crate::service::Service;
-use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// The pod's load over the last whole second, and now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadReport {
-    /// Time-weighted average of requests in the pod (queued in the sidecar
-    /// or at the model), from arrival until the response body ended.
-    pub concurrency: f64,
-    /// Requests that arrived, per second.
-    pub rps: f64,
-    /// At the model now.
-    pub in_flight: usize,
-    /// Waiting in the sidecar for a slot now.
-    pub queued: usize,
-    /// Seconds since the sidecar started, when this report was made.
-    #[serde(default)]
-    pub uptime: f64,
-    /// Request-seconds since the sidecar started (the integral of
-    /// concurrency): two reports give the exact average between them.
-    #[serde(default)]
-    pub request_seconds: f64,
-    /// Requests that arrived since the sidecar started.
-    #[serde(default)]
-    pub requests: u64,
-}
+pub use crate::load_report::LoadReport;
 
 #[derive(Debug)]
 pub struct Stats {

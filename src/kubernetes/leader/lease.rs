@@ -3,8 +3,8 @@
 //! lease's resourceVersion, so of two gateways taking an expired lease at
 //! once, one gets a conflict and follows.
 
-use super::election::{step, Step};
-use super::{is_conflict, is_not_found, Cluster};
+use super::rules::{step, Step};
+use crate::kubernetes::{is_conflict, is_not_found, Cluster};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;

@@ -2,9 +2,14 @@
 //! `scale` subresource ([`super::scale`]), its ready pods from its Service's
 //! EndpointSlices ([`super::endpoints`]).
 
-use super::endpoints::{self, Endpoint, PodSource};
-use super::scale::{self, ScaleTarget, Wanted};
-use super::Cluster;
+mod endpoints;
+mod scale;
+
+pub use self::endpoints::{endpoints_of, Endpoint};
+
+use self::endpoints::PodSource;
+use self::scale::{ScaleTarget, Wanted};
+use crate::kubernetes::Cluster;
 use crate::actuator::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
 use crate::config::KubernetesBackend;
 use crate::pods::Dispatcher;

@@ -1,8 +1,8 @@
 //! One local replica's life: start the process, wait until it is ready, put
 //! it in the balancer, restart it if it dies, and on stop drain it first.
 
-use super::processes::{self, Running, SidecarLaunch};
-use super::{Phase, ReplicaCounts, ReplicaStatus};
+use super::launch::{self, Launch, Running};
+use crate::actuator::{Phase, ReplicaCounts, ReplicaStatus};
 use crate::pods::{Dispatcher, Pod};
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,23 +11,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-pub use crate::probe::ProbeClient;
+use crate::probe::ProbeClient;
 
-/// What every replica of a service is started from.
-#[derive(Debug)]
-pub struct Launch {
-    pub service: String,
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub readiness_path: String,
-    pub startup_timeout: Duration,
-    pub stop_grace: Duration,
-    /// Longest a stopping replica waits for its requests in flight.
-    pub drain_timeout: Duration,
-    /// A sidecar in front of each replica, if configured.
-    pub sidecar: Option<SidecarLaunch>,
-}
 
 #[derive(Debug)]
 pub struct Replica {
@@ -124,7 +109,7 @@ impl Replica {
             if *stop.borrow() {
                 return;
             }
-            let mut running = match processes::start(&launch) {
+            let mut running = match launch::start(&launch) {
                 Ok(started) => started,
                 Err(error) => {
                     warn!(replica = %self.name, %error, "cannot start replica");

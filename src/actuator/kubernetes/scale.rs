@@ -8,7 +8,7 @@
 //! concurrent change makes it conflict, be read again and decided again.
 
 use super::endpoints::PodSource;
-use super::{is_conflict, Cluster};
+use crate::kubernetes::{is_conflict, Cluster};
 use crate::pods::Dispatcher;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};

@@ -5,9 +5,14 @@
 //! to lose (not yet ready first, then the least loaded), each one drained
 //! before SIGTERM. A replica that dies is restarted with backoff.
 
-use super::processes::SidecarLaunch;
-use super::replica::{Launch, ProbeClient, Replica};
+mod launch;
+mod ownership;
+mod replica;
+
+use self::launch::{Launch, SidecarLaunch};
+use self::replica::Replica;
 use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
+use crate::probe::ProbeClient;
 use crate::config::ProcessBackend;
 use crate::pods::Dispatcher;
 use crate::supervise::{restart_on_panic, PanicReports};

@@ -4,7 +4,7 @@
 //! terminating: a pod being removed gets no new requests (those in flight
 //! finish). When the API server cannot be reached, the last known pods stay.
 
-use super::{Cluster, WatchBackoff, PROBE_EVERY, PROBE_TIMEOUT, WATCH_SECONDS};
+use crate::kubernetes::{Cluster, WatchBackoff, PROBE_EVERY, PROBE_TIMEOUT, WATCH_SECONDS};
 use crate::pods::Dispatcher;
 use futures_util::StreamExt;
 use http::uri::Authority;

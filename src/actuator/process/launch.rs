@@ -3,13 +3,28 @@
 //! that stopping it also stops what it started.
 
 use super::ownership;
-use super::replica::Launch;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use tracing::warn;
+
+/// What every replica of a service is started from.
+#[derive(Debug)]
+pub struct Launch {
+    pub service: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub readiness_path: String,
+    pub startup_timeout: Duration,
+    pub stop_grace: Duration,
+    /// Longest a stopping replica waits for its requests in flight.
+    pub drain_timeout: Duration,
+    /// A sidecar in front of each replica, if configured.
+    pub sidecar: Option<SidecarLaunch>,
+}
 
 /// How to start the sidecar of each replica.
 #[derive(Debug, Clone)]
