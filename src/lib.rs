@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod shared;
 pub mod sidecar;
 pub mod supervise;
 pub mod upstream;

@@ -7,7 +7,7 @@ mod table;
 pub use self::status::{PodStatus, ServiceStatus, Status};
 pub use self::table::{pods_table, services_table};
 
-use crate::gateway::Shared;
+use crate::shared::Shared;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};

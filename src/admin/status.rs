@@ -1,7 +1,7 @@
 //! `/status`: the services and their pods with live counts, as JSON.
 
 use crate::actuator::ReplicaStatus;
-use crate::gateway::Shared;
+use crate::shared::Shared;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -14,9 +14,9 @@
 //! down), idle when they are above it (so it never scales up).
 
 use crate::config::ScaleMetric;
+use crate::load_report::LoadReport;
 use crate::pods::Pod;
 use crate::probe::ProbeClient;
-use crate::load_report::LoadReport;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,11 +2,10 @@
 //! stop, reloads its configuration on SIGHUP and when the file changes.
 
 mod reload;
-mod shared;
 
 use self::reload::ConfigFile;
 
-pub use self::shared::Shared;
+pub use crate::shared::Shared;
 
 use crate::config::{Config, ConfigError};
 use crate::server::{self, ServeOptions};
@@ -100,20 +99,20 @@ impl Gateway {
             .max_header_size(max_header_size)
             .max_header_count(max_header_count)
             .at_most(server::ADMIN_MAX_CONNECTIONS);
-        let data_shared = shared.clone();
+        let data_proxy = shared.proxy.clone();
         let data_server = tokio::spawn(server::serve(
             data,
             data_options,
             // Per connection: request ids around the proxy.
             move |peer: SocketAddr| {
-                let shared = data_shared.clone();
+                let proxy = data_proxy.clone();
                 let service = ServiceBuilder::new()
                     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                     .layer(PropagateRequestIdLayer::x_request_id())
                     .service_fn(move |req| {
-                        let shared = shared.clone();
+                        let proxy = proxy.clone();
                         async move {
-                            Ok::<_, Infallible>(crate::proxy::proxy(shared, peer.ip(), req).await)
+                            Ok::<_, Infallible>(crate::proxy::proxy(proxy, peer.ip(), req).await)
                         }
                     });
                 TowerToHyperService::new(service)
@@ -226,7 +225,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError>
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    let grace = gateway.shared.settings.load().shutdown_grace_period.0;
+    let grace = gateway.shared.proxy.settings.load().shutdown_grace_period.0;
     info!(
         ?grace,
         "shutting down: no new connections; waiting for requests in flight"

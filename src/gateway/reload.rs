@@ -5,8 +5,8 @@
 //! the other way round: SIGHUP after the poller saw the edit is answered
 //! with the outcome the poller had).
 
-use super::Shared;
 use crate::config::{self, Config, ConfigError, MAX_FILE_SIZE};
+use crate::shared::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

@@ -12,9 +12,9 @@ mod health;
 mod inference;
 mod leader;
 
-pub use self::leader::{step, Leadership, Step};
 pub use self::health::ApiHealth;
 pub use self::inference::{service_from_inference_service, watch_inference_services};
+pub use self::leader::{step, Leadership, Step};
 
 use crate::config::KubernetesSettings;
 use crate::metrics::KubernetesMetrics;

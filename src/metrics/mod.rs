@@ -156,8 +156,9 @@ impl Metrics {
         }
     }
 
-    pub fn unrouted(&self) {
-        self.unrouted.inc();
+    /// The count of requests no service took, for the proxy to add to.
+    pub fn unrouted(&self) -> Counter {
+        self.unrouted.clone()
     }
 
     pub fn reloaded(&self, ok: bool) {

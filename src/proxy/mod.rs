@@ -14,14 +14,16 @@ pub use self::error::{ProxyError, SLUICE_ERROR, SLUICE_HELD_MS};
 pub use self::headers::{add_forwarding, headers_size, remove_hop_by_hop};
 
 use crate::config::GatewaySettings;
-use crate::gateway::Shared;
 use crate::pods::{AdmitError, Lease, Pod};
+use crate::service::Routes;
 use crate::service::{Service, ServiceSettings};
 use crate::upstream::{connect, BodyLimitExceeded, ClientBodyError, Connection, RequestBody};
+use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -37,15 +39,35 @@ struct Forwarded {
     request_sent: Arc<AtomicBool>,
 }
 
+/// What the request path reads: the routing table and the gateway's limits
+/// (both swapped whole on reload, never locked), and the count of requests
+/// no service took. The gateway and the sidecar each hold one.
+#[derive(Debug)]
+pub struct Proxy {
+    pub routes: Arc<ArcSwap<Routes>>,
+    pub settings: ArcSwap<GatewaySettings>,
+    unrouted: Counter,
+}
+
+impl Proxy {
+    pub fn new(routes: Arc<ArcSwap<Routes>>, settings: GatewaySettings, unrouted: Counter) -> Self {
+        Proxy {
+            routes,
+            settings: ArcSwap::from_pointee(settings),
+            unrouted,
+        }
+    }
+}
+
 /// Serves one request from a client at `client_ip`.
 pub async fn proxy(
-    shared: Arc<Shared>,
+    proxy: Arc<Proxy>,
     client_ip: IpAddr,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let routed = request_host(&req).and_then(|host| {
-        let routes = shared.routes.load();
+        let routes = proxy.routes.load();
         let host_name = host.as_ref().and_then(|h| h.to_str().ok());
         match routes.route(host_name, req.uri().path()) {
             Ok(service) => Ok((service.clone(), host)),
@@ -58,17 +80,17 @@ pub async fn proxy(
     let (service, host) = match routed {
         Ok(routed) => routed,
         Err(error) => {
-            shared.metrics.unrouted();
+            proxy.unrouted.inc();
             debug!(%error, "no route");
             return ResponseBody::refusal(error, None);
         }
     };
-    proxy_to(&shared, service, client_ip, host, req, started).await
+    proxy_to(&proxy, service, client_ip, host, req, started).await
 }
 
 /// Serves one request for a known service (the sidecar has exactly one).
 pub async fn proxy_to(
-    shared: &Shared,
+    proxy: &Proxy,
     service: Arc<Service>,
     client_ip: IpAddr,
     host: Option<HeaderValue>,
@@ -76,14 +98,14 @@ pub async fn proxy_to(
     started: Instant,
 ) -> Response<ResponseBody> {
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let result = forward(shared, &service, client_ip, host, req).await;
+    let result = forward(proxy, &service, client_ip, host, req).await;
     match result {
         Ok(forwarded) => {
             debug!(
                 service = service.name(), %method, %uri, status = forwarded.response.status().as_u16(),
                 pod = forwarded.lease.pod().addr(), elapsed = ?started.elapsed(), "proxied"
             );
-            let idle_timeout = shared.settings.load().upstream_idle_timeout.0;
+            let idle_timeout = proxy.settings.load().upstream_idle_timeout.0;
             respond(service, forwarded, idle_timeout, started)
         }
         Err(error) => {
@@ -111,14 +133,14 @@ pub fn refuse(
 
 /// Checks limits, waits for a pod, and sends the request to it.
 async fn forward(
-    shared: &Shared,
+    proxy: &Proxy,
     service: &Arc<Service>,
     client_ip: IpAddr,
     host: Option<HeaderValue>,
     req: Request<Incoming>,
 ) -> Result<Forwarded, ProxyError> {
     // Owned snapshots: they are held across awaits for the whole request.
-    let limits = shared.settings.load_full();
+    let limits = proxy.settings.load_full();
     check_limits(&req, &limits)?;
     let settings = service.settings_snapshot();
     let mut request = upstream_request(

@@ -3,7 +3,7 @@
 //! gateway's.
 
 use super::Stats;
-use crate::gateway::Shared;
+use crate::shared::Shared;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;

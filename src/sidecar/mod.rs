@@ -13,9 +13,9 @@ mod stats;
 pub use self::stats::{LoadReport, Stats};
 
 use crate::config::Config;
-use crate::gateway::Shared;
 use crate::server::ServeOptions;
 use crate::service::Service;
+use crate::shared::Shared;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -109,7 +109,12 @@ impl Sidecar {
                                     Ok(host) => {
                                         let client = peer.ip();
                                         crate::proxy::proxy_to(
-                                            &shared, service, client, host, req, started,
+                                            &shared.proxy,
+                                            service,
+                                            client,
+                                            host,
+                                            req,
+                                            started,
                                         )
                                         .await
                                     }

@@ -249,7 +249,7 @@ mod tests {
     /// An EndpointSlice as `kubectl get endpointslice -o json` prints it.
     fn fixture() -> EndpointSlice {
         serde_json::from_str(include_str!(
-            "../../tests/fixtures/kubernetes/endpointslice.json"
+            "../../../tests/fixtures/kubernetes/endpointslice.json"
         ))
         .expect("the fixture is a valid EndpointSlice")
     }

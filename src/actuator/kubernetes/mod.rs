@@ -9,9 +9,9 @@ pub use self::endpoints::{endpoints_of, Endpoint};
 
 use self::endpoints::PodSource;
 use self::scale::{ScaleTarget, Wanted};
-use crate::kubernetes::Cluster;
 use crate::actuator::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
 use crate::config::KubernetesBackend;
+use crate::kubernetes::Cluster;
 use crate::pods::Dispatcher;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -13,7 +13,6 @@ use tracing::{info, warn};
 
 use crate::probe::ProbeClient;
 
-
 #[derive(Debug)]
 pub struct Replica {
     pub name: String,

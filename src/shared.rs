@@ -1,9 +1,13 @@
-//! What every request and the admin endpoints share: the routing table, the
-//! gateway settings, the upstream client and the metrics. Swapped, never locked.
+//! What the gateway's parts share: the proxy (routing table and limits), the
+//! services behind it, the metrics and the Kubernetes client. It applies a
+//! configuration (a reload, a change of InferenceServices) to the services
+//! in place and swaps the routing table whole. Below the gateway and the
+//! admin endpoints, which both read it.
 
-use crate::config::{Config, GatewaySettings, ServiceConfig};
+use crate::config::{Config, ServiceConfig};
 use crate::kubernetes::Cluster;
 use crate::metrics::{LiveCollector, Metrics};
+use crate::proxy::Proxy;
 use crate::routing::RouteTable;
 use crate::service::{Routes, Service};
 use arc_swap::ArcSwap;
@@ -15,7 +19,7 @@ use tracing::{info, warn};
 #[derive(Debug)]
 pub struct Shared {
     pub routes: Arc<ArcSwap<Routes>>,
-    pub settings: ArcSwap<GatewaySettings>,
+    pub proxy: Arc<Proxy>,
     pub metrics: Metrics,
     pub cluster: Arc<Cluster>,
     /// The configuration file as last applied.
@@ -33,13 +37,14 @@ impl Shared {
         let empty = RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, &str)>()).0;
         let routes = Arc::new(ArcSwap::from_pointee(empty));
         let metrics = Metrics::new(LiveCollector::new(routes.clone()));
+        let unrouted = metrics.unrouted();
         let shared = Arc::new(Shared {
             cluster: Cluster::new(config.kubernetes.clone(), metrics.kubernetes.clone()),
             metrics,
             discovered: Mutex::new(Vec::new()),
             applying: Mutex::new(()),
+            proxy: Arc::new(Proxy::new(routes.clone(), config.gateway.clone(), unrouted)),
             routes,
-            settings: ArcSwap::from_pointee(config.gateway.clone()),
             config: ArcSwap::from_pointee(config.clone()),
             draining: AtomicBool::new(false),
         });
@@ -64,7 +69,7 @@ impl Shared {
         }
         let discovered = self.discovered_lock().clone();
         self.serve(&with_discovered(&config, &discovered));
-        self.settings.store(Arc::new(config.gateway.clone()));
+        self.proxy.settings.store(Arc::new(config.gateway.clone()));
         self.config.store(Arc::new(config));
     }
 
