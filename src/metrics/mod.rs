@@ -2,19 +2,19 @@
 //!
 //! Counters and histograms are updated on the request path through handles
 //! taken once per service. Live values (in flight, queued, per pod) are read
-//! from the pods' own counters at scrape time by [`LiveCollector`], so they
+//! from the pods' own counters at scrape time by a collector the caller
+//! gives (`shared::LiveMetrics`, which knows the services), so they
 //! cannot drift and a removed pod's series goes away with it.
 
 mod connections;
 mod kubernetes;
-mod live;
 mod tasks;
 
 pub use self::connections::{ConnectionMetrics, ListenerMetrics};
 pub use self::kubernetes::KubernetesMetrics;
-pub use self::live::LiveCollector;
 pub use self::tasks::TaskMetrics;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -84,7 +84,7 @@ pub struct ServiceMetrics {
 // === impl Metrics ===
 
 impl Metrics {
-    pub fn new(live: LiveCollector) -> Self {
+    pub fn new(live: impl Collector + 'static) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(

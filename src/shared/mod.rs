@@ -4,9 +4,13 @@
 //! in place and swaps the routing table whole. Below the gateway and the
 //! admin endpoints, which both read it.
 
+mod live_metrics;
+
+pub use self::live_metrics::LiveMetrics;
+
 use crate::config::{Config, ServiceConfig};
 use crate::kubernetes::Cluster;
-use crate::metrics::{LiveCollector, Metrics};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routing::RouteTable;
 use crate::service::{Routes, Service};
@@ -36,7 +40,7 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let empty = RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, &str)>()).0;
         let routes = Arc::new(ArcSwap::from_pointee(empty));
-        let metrics = Metrics::new(LiveCollector::new(routes.clone()));
+        let metrics = Metrics::new(LiveMetrics::new(routes.clone()));
         let unrouted = metrics.unrouted();
         let shared = Arc::new(Shared {
             cluster: Cluster::new(config.kubernetes.clone(), metrics.kubernetes.clone()),

@@ -11,13 +11,13 @@ use prometheus_client::metrics::MetricType;
 use std::sync::Arc;
 
 #[derive(Debug)]
-pub struct LiveCollector {
+pub struct LiveMetrics {
     routes: Arc<ArcSwap<Routes>>,
 }
 
-impl LiveCollector {
+impl LiveMetrics {
     pub fn new(routes: Arc<ArcSwap<Routes>>) -> Self {
-        LiveCollector { routes }
+        LiveMetrics { routes }
     }
 }
 
@@ -82,7 +82,7 @@ const COUNTERS: [(&str, &str, Count); 3] = [
     ),
 ];
 
-impl Collector for LiveCollector {
+impl Collector for LiveMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let routes = self.routes.load();
         let services = routes.services();
