@@ -1,10 +1,70 @@
 use clap::Parser;
-use sluice::cli::{Cli, Command};
-use sluice::config::Config;
+use sluice::cli::{Cli, Command, PredictorArgs, SidecarArgs, WebhookArgs};
+use sluice::config::{Config, ConfigError};
+use sluice::server::ServeError;
+use sluice::sidecar::SidecarError;
+use sluice::webhook::WebhookError;
 use std::process::ExitCode;
 
-/// EX_USAGE from sysexits.h: the configuration is invalid.
-const EXIT_INVALID_CONFIG: u8 = 64;
+/// Exit codes by kind of failure, from sysexits.h (documented in the README).
+mod exit {
+    /// `sluice status` could not read the gateway's status.
+    pub const UNREADABLE: u8 = 1;
+    /// EX_USAGE: the configuration (file, flags or TLS files) is invalid.
+    pub const INVALID_CONFIG: u8 = 64;
+    /// EX_UNAVAILABLE: a port cannot be listened on.
+    pub const CANNOT_LISTEN: u8 = 69;
+    /// EX_SOFTWARE: the runtime or its signal handlers cannot start.
+    pub const INTERNAL: u8 = 70;
+}
+
+/// Why a command failed, and so how the process exits.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("sluice status: {0}")]
+    Status(#[from] sluice::admin::StatusError),
+    #[error("cannot start the tokio runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::InvalidConfig(_) => exit::INVALID_CONFIG,
+            Failure::Serve(ServeError::Listen { .. }) => exit::CANNOT_LISTEN,
+            Failure::Serve(ServeError::Signals(_)) | Failure::Runtime(_) => exit::INTERNAL,
+            Failure::Status(_) => exit::UNREADABLE,
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(error: ConfigError) -> Self {
+        Failure::InvalidConfig(error.to_string())
+    }
+}
+
+impl From<SidecarError> for Failure {
+    fn from(error: SidecarError) -> Self {
+        match error {
+            SidecarError::Serve(error) => Failure::Serve(error),
+            invalid => Failure::InvalidConfig(format!("sidecar: {invalid}")),
+        }
+    }
+}
+
+impl From<WebhookError> for Failure {
+    fn from(error: WebhookError) -> Self {
+        match error {
+            WebhookError::Serve(error) => Failure::Serve(error),
+            WebhookError::Tls(error) => Failure::InvalidConfig(format!("webhook: {error}")),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -17,117 +77,87 @@ fn main() -> ExitCode {
     if cli.command.serves() {
         sluice::server::raise_open_file_limit();
     }
-    match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!("{}: ok ({} services)", config.display(), c.services.len());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_INVALID_CONFIG)
-            }
-        },
-        Command::Status { admin, pods } => {
-            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-            match runtime.block_on(sluice::admin::fetch_status(&admin)) {
-                Ok(status) if pods => {
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// Runs one command; all but `check` on one tokio runtime.
+fn run(command: Command) -> Result<(), Failure> {
+    if let Command::Check { config } = &command {
+        let checked = Config::load(config)?;
+        println!(
+            "{}: ok ({} services)",
+            config.display(),
+            checked.services.len()
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(Failure::Runtime)?;
+    runtime.block_on(async {
+        match command {
+            Command::Check { .. } => Ok(()),
+            Command::Status { admin, pods } => {
+                let status = sluice::admin::fetch_status(&admin).await?;
+                if pods {
                     print!("{}", sluice::admin::pods_table(&status));
-                    ExitCode::SUCCESS
-                }
-                Ok(status) => {
+                } else {
                     print!("{}", sluice::admin::services_table(&status));
-                    ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("sluice status: {e}");
-                    ExitCode::FAILURE
-                }
+                Ok(())
             }
-        }
-        Command::Sidecar(args) => {
-            let options = sluice::sidecar::SidecarOptions {
-                listen: args.listen,
-                upstream: args.upstream,
-                admin: args.admin,
-                container_concurrency: args.container_concurrency,
-                queue_depth: args.queue_depth,
-                queue_timeout: args.queue_timeout,
-                request_timeout: args.request_timeout,
-                readiness_path: args.readiness_path,
-                drain_period: args.drain_period,
-                drain_timeout: args.drain_timeout,
-            };
-            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-            match runtime.block_on(sluice::sidecar::run(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sidecar: {e}");
-                    ExitCode::from(EXIT_INVALID_CONFIG)
-                }
+            Command::Gateway { config: path } => {
+                let config = Config::load(&path)?;
+                Ok(sluice::gateway::run(config, path).await?)
             }
+            Command::Sidecar(args) => Ok(sluice::sidecar::run(sidecar_options(args)).await?),
+            Command::Webhook(args) => webhook(args).await,
+            Command::Predictor(args) => Ok(sluice::predictor::run(predictor_options(args)).await?),
         }
-        Command::Webhook(args) => {
-            let injection = sluice::webhook::Injection {
-                image: args.sidecar_image,
-                port: args.sidecar_port,
-                admin_port: args.sidecar_admin_port,
-                pre_stop_seconds: args.pre_stop_seconds,
-            };
-            let connections = sluice::webhook::WebhookConnections {
-                tls_handshake_timeout: args.tls_handshake_timeout,
-                ..Default::default()
-            };
-            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-            let run = sluice::webhook::run(
-                args.listen,
-                &args.tls_cert,
-                &args.tls_key,
-                injection,
-                connections,
-            );
-            match runtime.block_on(run) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("webhook: {e}");
-                    ExitCode::from(EXIT_INVALID_CONFIG)
-                }
-            }
-        }
-        Command::Predictor(args) => {
-            let options = sluice::predictor::PredictorOptions {
-                listen: (args.bind, args.port).into(),
-                model: args.model_name,
-                service_time: args.service_time,
-                workers: args.workers,
-                startup_delay: args.startup_delay,
-            };
-            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-            match runtime.block_on(sluice::predictor::run(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("predictor: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Gateway { config: path } => {
-            let config = match Config::load(&path) {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_INVALID_CONFIG);
-                }
-            };
-            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-            match runtime.block_on(sluice::gateway::run(config, path)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+    })
+}
+
+fn sidecar_options(args: SidecarArgs) -> sluice::sidecar::SidecarOptions {
+    sluice::sidecar::SidecarOptions {
+        listen: args.listen,
+        upstream: args.upstream,
+        admin: args.admin,
+        container_concurrency: args.container_concurrency,
+        queue_depth: args.queue_depth,
+        queue_timeout: args.queue_timeout,
+        request_timeout: args.request_timeout,
+        readiness_path: args.readiness_path,
+        drain_period: args.drain_period,
+        drain_timeout: args.drain_timeout,
+    }
+}
+
+async fn webhook(args: WebhookArgs) -> Result<(), Failure> {
+    let injection = sluice::webhook::Injection {
+        image: args.sidecar_image,
+        port: args.sidecar_port,
+        admin_port: args.sidecar_admin_port,
+        pre_stop_seconds: args.pre_stop_seconds,
+    };
+    let connections = sluice::webhook::WebhookConnections {
+        tls_handshake_timeout: args.tls_handshake_timeout,
+        ..Default::default()
+    };
+    let (cert, key) = (&args.tls_cert, &args.tls_key);
+    Ok(sluice::webhook::run(args.listen, cert, key, injection, connections).await?)
+}
+
+fn predictor_options(args: PredictorArgs) -> sluice::predictor::PredictorOptions {
+    sluice::predictor::PredictorOptions {
+        listen: (args.bind, args.port).into(),
+        model: args.model_name,
+        service_time: args.service_time,
+        workers: args.workers,
+        startup_delay: args.startup_delay,
     }
 }
 

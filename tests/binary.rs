@@ -368,3 +368,48 @@ async fn what_check_accepts_runs_and_a_reload_of_anything_else_keeps_serving() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Exit codes by kind (issue 10): an invalid configuration is 64, a port
+/// that cannot be listened on 69, a gateway that cannot be read by `sluice
+/// status` 1; each with its reason on stderr.
+#[test]
+fn each_kind_of_failure_has_its_exit_code() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &config,
+        format!("listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:0\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = sluice().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let path = config.to_str().unwrap();
+    let (code, err) = run(&["gateway", "--config", path]);
+    assert_eq!(code, Some(69), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let listen = format!("127.0.0.1:{port}");
+    let (code, err) = run(&["predictor", "--port", &port.to_string(), "--log", "warn"]);
+    assert_eq!(code, Some(69), "{err}");
+    let (code, err) = run(&["sidecar", "--listen", &listen, "--upstream", "127.0.0.1:1"]);
+    assert_eq!(code, Some(69), "{err}");
+
+    let (code, err) = run(&["sidecar", "--container-concurrency", "1000000000"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("containerConcurrency"), "{err}");
+
+    drop(taken);
+    let (code, err) = run(&["status", "--admin", &listen]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot reach the gateway's admin"), "{err}");
+}

@@ -109,27 +109,52 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     text(status, "application/json", body)
 }
 
+/// Why `sluice status` could not read a gateway's `/status`.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("bad admin address {admin:?}: {source}")]
+    Address {
+        admin: String,
+        source: http::uri::InvalidUri,
+    },
+    #[error("cannot reach the gateway's admin at {admin}: {source}")]
+    Unreachable {
+        admin: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{admin}/status answered {status}")]
+    Answered { admin: String, status: StatusCode },
+    #[error("reading /status: {0}")]
+    Read(#[from] hyper::Error),
+    #[error("/status is not what sluice status expects: {0}")]
+    Shape(#[from] serde_json::Error),
+}
+
 /// Fetches a gateway's `/status` (for `sluice status`).
-pub async fn fetch_status(admin: &str) -> Result<Status, String> {
+pub async fn fetch_status(admin: &str) -> Result<Status, StatusError> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<Bytes>>();
-    let uri: http::Uri = format!("http://{admin}/status")
-        .parse()
-        .map_err(|e| format!("bad admin address {admin:?}: {e}"))?;
+    let uri: http::Uri =
+        format!("http://{admin}/status")
+            .parse()
+            .map_err(|source| StatusError::Address {
+                admin: admin.into(),
+                source,
+            })?;
     let response = client
         .get(uri)
         .await
-        .map_err(|e| format!("cannot reach the gateway's admin at {admin}: {e}"))?;
+        .map_err(|source| StatusError::Unreachable {
+            admin: admin.into(),
+            source,
+        })?;
     if !response.status().is_success() {
-        return Err(format!("{admin}/status answered {}", response.status()));
+        return Err(StatusError::Answered {
+            admin: admin.into(),
+            status: response.status(),
+        });
     }
     use http_body_util::BodyExt;
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("reading /status: {e}"))?
-        .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| format!("/status is not what sluice status expects: {e}"))
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
 }

@@ -23,13 +23,23 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::sync::Arc<std::io::Error>,
     },
-    #[error("{path}: {message}")]
+    #[error("{}{message}", origin(.path))]
     Parse { path: PathBuf, message: String },
-    #[error("{path}: invalid configuration:\n  {}", .problems.join("\n  "))]
+    #[error("{}invalid configuration:\n  {}", origin(.path), .problems.join("\n  "))]
     Invalid {
         path: PathBuf,
         problems: Vec<String>,
     },
+}
+
+/// `"path: "` before a message about a file; nothing for text that came
+/// from no file.
+fn origin(path: &Path) -> String {
+    if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", path.display())
+    }
 }
 
 /// The largest configuration file read: a Kubernetes ConfigMap holds at most
@@ -54,9 +64,14 @@ impl Config {
             path: PathBuf::new(),
             message,
         })?;
-        let problems = validate(&config);
+        config.validated()
+    }
+
+    /// The configuration, if it passes every check a file's would.
+    pub fn validated(self) -> Result<Config, ConfigError> {
+        let problems = validate(&self);
         if problems.is_empty() {
-            Ok(config)
+            Ok(self)
         } else {
             Err(ConfigError::Invalid {
                 path: PathBuf::new(),

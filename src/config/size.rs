@@ -6,8 +6,18 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ByteSize(pub u64);
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("invalid size {0:?}: expected e.g. 64KiB, 10MiB or 1048576")]
+    NotANumber(String),
+    #[error("invalid size unit {unit:?} in {text:?}")]
+    Unit { unit: String, text: String },
+    #[error("size {0:?} is too large")]
+    TooLarge(String),
+}
+
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<ByteSize, String> {
+    pub fn parse(text: &str) -> Result<ByteSize, SizeError> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())
@@ -15,7 +25,7 @@ impl ByteSize {
         let (digits, unit) = text.split_at(split);
         let number: u64 = digits
             .parse()
-            .map_err(|_| format!("invalid size {text:?}: expected e.g. 64KiB, 10MiB or 1048576"))?;
+            .map_err(|_| SizeError::NotANumber(text.into()))?;
         let multiplier: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -24,12 +34,17 @@ impl ByteSize {
             "MiB" | "Mi" => 1 << 20,
             "GB" => 1_000_000_000,
             "GiB" | "Gi" => 1 << 30,
-            other => return Err(format!("invalid size unit {other:?} in {text:?}")),
+            other => {
+                return Err(SizeError::Unit {
+                    unit: other.into(),
+                    text: text.into(),
+                })
+            }
         };
         number
             .checked_mul(multiplier)
             .map(ByteSize)
-            .ok_or_else(|| format!("size {text:?} is too large"))
+            .ok_or_else(|| SizeError::TooLarge(text.into()))
     }
 }
 

@@ -302,6 +302,51 @@ impl Default for ConnectionSettings {
     }
 }
 
+impl Default for Config {
+    /// What an empty file means.
+    fn default() -> Self {
+        Config {
+            listen: defaults::listen(),
+            admin: defaults::admin(),
+            domain: defaults::domain(),
+            autoscaler: AutoscalerDefaults::default(),
+            gateway: GatewaySettings::default(),
+            kubernetes: KubernetesSettings::default(),
+            services: Vec::new(),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// A service as a file with only these three keys would give it.
+    pub fn new(name: &str, namespace: &str, backend: Backend) -> Self {
+        ServiceConfig {
+            name: name.into(),
+            namespace: namespace.into(),
+            hosts: Vec::new(),
+            min_replicas: defaults::min_replicas(),
+            max_replicas: None,
+            scale_target: defaults::scale_target(),
+            scale_metric: ScaleMetric::default(),
+            container_concurrency: 0,
+            metrics: MetricsSource::default(),
+            pod_metrics_port: defaults::pod_metrics_port(),
+            backend,
+            request_timeout: None,
+            queue_depth: None,
+            queue_timeout: None,
+            activation_timeout: None,
+            stable_window: None,
+            panic_window_percentage: None,
+            panic_threshold_percentage: None,
+            target_utilization: None,
+            scale_to_zero_grace_period: None,
+            max_scale_up_rate: None,
+            max_scale_down_rate: None,
+        }
+    }
+}
+
 mod defaults {
     use super::Dur;
     use std::net::SocketAddr;

@@ -36,14 +36,7 @@ pub struct Gateway {
     inference_services: Option<JoinHandle<()>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
+pub use crate::server::ServeError as StartError;
 
 // === impl Gateway ===
 
@@ -54,8 +47,8 @@ impl Gateway {
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<Gateway, StartError> {
-        let data = bind(config.listen).await?;
-        let admin = bind(config.admin).await?;
+        let data = server::listen(config.listen).await?;
+        let admin = server::listen(config.admin).await?;
         let (data_addr, admin_addr) = (local_addr(&data), local_addr(&admin));
         let (max_header_size, max_header_count) = (
             config.gateway.max_header_size.0,
@@ -211,10 +204,10 @@ impl Gateway {
 
 /// Runs a gateway until SIGTERM or SIGINT; SIGHUP reloads the configuration.
 pub async fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::SignalKind;
     let gateway = Gateway::start(config, Some(config_path)).await?;
-    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut hangup = server::signals(SignalKind::hangup())?;
+    let mut terminate = server::signals(SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = hangup.recv() => {
@@ -242,12 +235,6 @@ where
 {
     let on_panic = move |_: &str| shared.metrics.tasks.panicked(task, "", "");
     crate::supervise::restart_on_panic(task, "gateway", on_panic, start).await;
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
 }
 
 fn local_addr(listener: &TcpListener) -> SocketAddr {

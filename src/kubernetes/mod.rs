@@ -23,6 +23,48 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+/// Why there is no Kubernetes client (yet): retried on the next call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("kubeconfig {}: {source}", .path.display())]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes configuration: {0}")]
+    NoConfiguration(#[from] kube::config::InferConfigError),
+    #[error("Kubernetes client for {url}: {source}")]
+    Client { url: http::Uri, source: kube::Error },
+    #[error("reading the kubeconfig: {0}")]
+    Runtime(String),
+}
+
+/// Why a call to the API server failed: reported to the API's health and
+/// tried again with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Client(Box<ClientError>),
+    #[error(transparent)]
+    Api(Box<kube::Error>),
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
+    #[error("the object kept changing under us ({0} conflicts); trying again")]
+    KeptChanging(u32),
+}
+
+impl From<ClientError> for CallError {
+    fn from(error: ClientError) -> Self {
+        CallError::Client(Box::new(error))
+    }
+}
+
+impl From<kube::Error> for CallError {
+    fn from(error: kube::Error) -> Self {
+        CallError::Api(Box::new(error))
+    }
+}
+
 /// Longest wait for any byte from the API server.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a watch may last before the server ends it (and the watcher
@@ -113,19 +155,31 @@ impl Cluster {
 
     /// The client, connected on first use (in-cluster, or a kubeconfig). A
     /// failure is reported and tried again on the next call.
-    pub async fn client(&self) -> Result<kube::Client, String> {
+    pub async fn client(&self) -> Result<kube::Client, ClientError> {
         let connect = || async {
             let mut config = match &self.settings.kubeconfig {
                 Some(path) => {
-                    let file = kube::config::Kubeconfig::read_from(path)
-                        .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                    let kubeconfig = |source| ClientError::Kubeconfig {
+                        path: path.clone(),
+                        source,
+                    };
+                    // Read off the runtime's threads: it is a file, maybe on
+                    // a slow mount, and the async path must not block on it.
+                    let read = {
+                        let path = path.clone();
+                        tokio::task::spawn_blocking(move || {
+                            kube::config::Kubeconfig::read_from(path)
+                        })
+                    };
+                    let file = read
+                        .await
+                        .map_err(|e| ClientError::Runtime(e.to_string()))?
+                        .map_err(kubeconfig)?;
                     kube::Config::from_custom_kubeconfig(file, &Default::default())
                         .await
-                        .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                        .map_err(kubeconfig)?
                 }
-                None => kube::Config::infer()
-                    .await
-                    .map_err(|e| format!("no Kubernetes configuration: {e}"))?,
+                None => kube::Config::infer().await?,
             };
             // kube-rs sets no read timeout: a server that accepts and never
             // answers would hang a list or a watch forever, unnoticed. Watches
@@ -134,10 +188,12 @@ impl Cluster {
             // Time a connection spent idle in the pool is not a slow answer.
             config.reset_reader_on_write = true;
             let url = config.cluster_url.clone();
-            let client = kube::Client::try_from(config)
-                .map_err(|e| format!("Kubernetes client for {url}: {e}"))?;
+            let client = kube::Client::try_from(config).map_err(|source| ClientError::Client {
+                url: url.clone(),
+                source,
+            })?;
             info!(api = %url, namespace = client.default_namespace(), "Kubernetes client ready");
-            Ok::<_, String>(client)
+            Ok::<_, ClientError>(client)
         };
         match self.client.get_or_try_init(connect).await {
             Ok(client) => {

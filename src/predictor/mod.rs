@@ -13,6 +13,7 @@ pub use self::model::{predict, v1_predict, v2_infer, InputError, FEATURES};
 
 use crate::config::ConnectionSettings;
 use crate::metrics::ListenerMetrics;
+use crate::server::ServeError;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
@@ -24,7 +25,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::info;
 
@@ -55,9 +55,11 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    pub async fn start(options: PredictorOptions) -> std::io::Result<Predictor> {
-        let listener = TcpListener::bind(options.listen).await?;
-        let addr = listener.local_addr()?;
+    pub async fn start(options: PredictorOptions) -> Result<Predictor, ServeError> {
+        let listener = crate::server::listen(options.listen).await?;
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let model = Arc::new(Model {
             name: options.model.clone(),
             ready: AtomicBool::new(options.startup_delay.is_zero()),
@@ -98,10 +100,10 @@ impl Predictor {
 }
 
 /// Runs a predictor until SIGTERM or SIGINT.
-pub async fn run(options: PredictorOptions) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
+pub async fn run(options: PredictorOptions) -> Result<(), ServeError> {
+    use tokio::signal::unix::SignalKind;
     let predictor = Predictor::start(options).await?;
-    let mut terminate = signal(SignalKind::terminate())?;
+    let mut terminate = crate::server::signals(SignalKind::terminate())?;
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

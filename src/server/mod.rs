@@ -32,6 +32,32 @@ use tracing::{debug, warn};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why a serving command could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// A listener on `addr`.
+pub async fn listen(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })
+}
+
+/// A stream of `kind` signals.
+pub fn signals(
+    kind: tokio::signal::unix::SignalKind,
+) -> Result<tokio::signal::unix::Signal, ServeError> {
+    tokio::signal::unix::signal(kind).map_err(ServeError::Signals)
+}
+
 /// The admin listeners' bound on connections (scrapes, probes, `sluice
 /// status`), apart from the data listener's.
 pub const ADMIN_MAX_CONNECTIONS: usize = 100;

@@ -12,8 +12,8 @@ mod stats;
 
 pub use self::stats::{LoadReport, Stats};
 
-use crate::config::Config;
-use crate::server::ServeOptions;
+use crate::config::{Backend, Config, ConfigError, Dur, ServiceConfig};
+use crate::server::{ServeError, ServeOptions};
 use crate::service::Service;
 use crate::shared::Shared;
 use hyper_util::service::TowerToHyperService;
@@ -22,12 +22,25 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::info;
+
+/// Why a sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("bad readiness path {path:?}: {source}")]
+    ReadinessPath {
+        path: String,
+        source: http::uri::InvalidUri,
+    },
+}
 
 #[derive(Debug, Clone)]
 pub struct SidecarOptions {
@@ -61,14 +74,10 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    pub async fn start(options: SidecarOptions) -> Result<Sidecar, String> {
+    pub async fn start(options: SidecarOptions) -> Result<Sidecar, SidecarError> {
         let config = options.config()?;
-        let data = TcpListener::bind(options.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
-        let admin = TcpListener::bind(options.admin)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", options.admin))?;
+        let data = crate::server::listen(options.listen).await?;
+        let admin = crate::server::listen(options.admin).await?;
         let (data_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
         let (max_header_size, max_header_count) = (
             config.gateway.max_header_size.0,
@@ -153,7 +162,10 @@ impl Sidecar {
         let readiness_uri: http::Uri =
             format!("http://{}{}", options.upstream, options.readiness_path)
                 .parse()
-                .map_err(|e| format!("bad readiness path {:?}: {e}", options.readiness_path))?;
+                .map_err(|source| SidecarError::ReadinessPath {
+                    path: options.readiness_path.clone(),
+                    source,
+                })?;
         let probe_task = tokio::spawn(admin::probe_model(readiness_uri, model_ready, stopped));
         info!(listen = %data_addr, admin = %admin_addr, upstream = %options.upstream,
               container_concurrency = options.container_concurrency, "sluice sidecar started");
@@ -202,31 +214,37 @@ impl Sidecar {
 }
 
 impl SidecarOptions {
-    /// The sidecar as a one-service gateway configuration, validated as any.
-    fn config(&self) -> Result<Config, String> {
+    /// The sidecar as a one-service gateway configuration, checked as a
+    /// file's would be (its flags get the same ranges).
+    fn config(&self) -> Result<Config, ConfigError> {
         let cc = self.container_concurrency;
-        let depth = self.queue_depth.unwrap_or(cc.saturating_mul(10).max(10));
-        let yaml = format!(
-            "listen: \"{listen}\"\nadmin: \"{admin}\"\ndomain: pod.local\n\
-             gateway:\n  queueDepth: {depth}\n  queueTimeout: {qt}ms\n  requestTimeout: {rt}ms\n\
-             services:\n  - name: model\n    namespace: pod\n    containerConcurrency: {cc}\n\
-             \x20   backend: {{ static: [\"{upstream}\"] }}\n",
-            listen = self.listen,
-            admin = self.admin,
-            qt = self.queue_timeout.as_millis(),
-            rt = self.request_timeout.as_millis(),
-            upstream = self.upstream,
-        );
-        Config::parse(&yaml).map_err(|e| e.to_string())
+        let backend = Backend {
+            static_pods: Some(vec![self.upstream.to_string()]),
+            ..Backend::default()
+        };
+        let mut model = ServiceConfig::new("model", "pod", backend);
+        model.container_concurrency = cc;
+        let mut config = Config {
+            listen: self.listen,
+            admin: self.admin,
+            domain: "pod.local".into(),
+            services: vec![model],
+            ..Config::default()
+        };
+        let gateway = &mut config.gateway;
+        gateway.queue_depth = self.queue_depth.unwrap_or(cc.saturating_mul(10).max(10));
+        gateway.queue_timeout = Dur(self.queue_timeout);
+        gateway.request_timeout = Dur(self.request_timeout);
+        config.validated()
     }
 }
 
 /// Runs a sidecar until SIGTERM (then drains) or SIGINT.
-pub async fn run(options: SidecarOptions) -> Result<(), String> {
-    use tokio::signal::unix::{signal, SignalKind};
+pub async fn run(options: SidecarOptions) -> Result<(), SidecarError> {
+    use tokio::signal::unix::SignalKind;
     let drain_timeout = options.drain_timeout;
     // Before anything starts, so that an early SIGTERM still drains.
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut terminate = crate::server::signals(SignalKind::terminate())?;
     let sidecar = Sidecar::start(options).await?;
     tokio::select! {
         _ = terminate.recv() => {}

@@ -9,6 +9,7 @@ pub use self::mutate::{patch_for, review, Injection, ReviewError, INJECT, SIDECA
 
 use crate::config::ConnectionSettings;
 use crate::metrics::ListenerMetrics;
+use crate::server::ServeError;
 use crate::server::ServeOptions;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -19,7 +20,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
@@ -29,22 +29,50 @@ use tracing::{info, warn};
 /// AdmissionReviews are small; anything larger is not one.
 const MAX_REVIEW: usize = 4 << 20;
 
+/// Why the webhook's certificate and key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: {source}", .path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no private key", .0.display())]
+    NoKey(std::path::PathBuf),
+    #[error("certificate and key: {0}")]
+    Rustls(#[from] tokio_rustls::rustls::Error),
+}
+
+/// Why the webhook could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
 /// Loads a PEM certificate chain and private key into a TLS acceptor.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+/// Called once at start, before the runtime serves anything.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    fn file(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+        move |source| TlsError::File {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    let read = |path: &Path| std::fs::read(path).map_err(file(path));
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
+        .map_err(file(cert))?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no private key", key.display()))?;
+        .map_err(file(key))?
+        .ok_or_else(|| TlsError::NoKey(key.to_path_buf()))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key: {e}"))?;
+        .with_single_cert(certs, key)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -79,9 +107,11 @@ impl Webhook {
         tls: TlsAcceptor,
         injection: Injection,
         connections: WebhookConnections,
-    ) -> std::io::Result<Webhook> {
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+    ) -> Result<Webhook, ServeError> {
+        let listener = crate::server::listen(listen).await?;
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let (stop, stopped) = watch::channel(false);
         let injection = Arc::new(injection);
         // The webhook has no /metrics: its connection counts go nowhere.
@@ -158,13 +188,11 @@ pub async fn run(
     key: &Path,
     injection: Injection,
     connections: WebhookConnections,
-) -> Result<(), String> {
-    use tokio::signal::unix::{signal, SignalKind};
+) -> Result<(), WebhookError> {
+    use tokio::signal::unix::SignalKind;
     let tls = tls_acceptor(cert, key)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let webhook = Webhook::start(listen, tls, injection, connections)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let mut terminate = crate::server::signals(SignalKind::terminate())?;
+    let webhook = Webhook::start(listen, tls, injection, connections).await?;
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

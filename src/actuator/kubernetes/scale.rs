@@ -8,7 +8,7 @@
 //! concurrent change makes it conflict, be read again and decided again.
 
 use super::endpoints::PodSource;
-use crate::kubernetes::{is_conflict, Cluster};
+use crate::kubernetes::{is_conflict, CallError, Cluster};
 use crate::pods::Dispatcher;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
@@ -88,12 +88,12 @@ impl ScaleTarget {
         format!("deployments/scale {}/{}", self.namespace, self.deployment)
     }
 
-    async fn api(&self) -> Result<Api<Deployment>, String> {
+    async fn api(&self) -> Result<Api<Deployment>, CallError> {
         let client = self.cluster.client().await?;
         Ok(Api::namespaced(client, &self.namespace))
     }
 
-    fn report<T>(&self, result: &Result<T, String>) {
+    fn report<T>(&self, result: &Result<T, CallError>) {
         let health = self.cluster.health();
         match result {
             Ok(_) => health.succeeded(&self.health_source()),
@@ -153,7 +153,7 @@ pub async fn keep(target: Arc<ScaleTarget>, mut wanted: watch::Receiver<Option<W
         };
         let result = tokio::time::timeout(CALL_TIMEOUT, round)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {CALL_TIMEOUT:?}")));
+            .unwrap_or_else(|_| Err(CallError::TimedOut(CALL_TIMEOUT)));
         target.report(&result);
         let after = target.replicas.load(Ordering::Relaxed);
         if after == 0 {
@@ -198,19 +198,16 @@ pub async fn raise_from_zero(target: &ScaleTarget) {
         set_replicas(target, 1, |current| current == 0),
     )
     .await
-    .unwrap_or_else(|_| Err(format!("no answer within {CALL_TIMEOUT:?}")));
+    .unwrap_or_else(|_| Err(CallError::TimedOut(CALL_TIMEOUT)));
     target.report(&raised);
     if let Ok(Some(from)) = raised {
         info!(namespace = %target.namespace, deployment = %target.deployment, from, to = 1, "activating: replicas raised from zero");
     }
 }
 
-async fn read_replicas(target: &ScaleTarget) -> Result<i32, String> {
+async fn read_replicas(target: &ScaleTarget) -> Result<i32, CallError> {
     let api = target.api().await?;
-    let scale = api
-        .get_scale(&target.deployment)
-        .await
-        .map_err(|e| e.to_string())?;
+    let scale = api.get_scale(&target.deployment).await?;
     let current = scale.spec.and_then(|s| s.replicas).unwrap_or(0);
     target.replicas.store(current.into(), Ordering::Relaxed);
     Ok(current)
@@ -223,14 +220,11 @@ async fn set_replicas(
     target: &ScaleTarget,
     want: u32,
     may_write: impl Fn(i32) -> bool,
-) -> Result<Option<i32>, String> {
+) -> Result<Option<i32>, CallError> {
     let api = target.api().await?;
     let want = i32::try_from(want).unwrap_or(i32::MAX);
     for _ in 0..3 {
-        let mut scale = api
-            .get_scale(&target.deployment)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut scale = api.get_scale(&target.deployment).await?;
         let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
         target.replicas.store(current.into(), Ordering::Relaxed);
         if current == want || !may_write(current) {
@@ -248,10 +242,10 @@ async fn set_replicas(
                 return Ok(Some(current));
             }
             Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err("the scale kept changing under us (3 conflicts); trying again".into())
+    Err(CallError::KeptChanging(3))
 }
 
 #[cfg(test)]

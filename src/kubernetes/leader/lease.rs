@@ -4,7 +4,7 @@
 //! once, one gets a conflict and follows.
 
 use super::rules::{step, Step};
-use crate::kubernetes::{is_conflict, is_not_found, Cluster};
+use crate::kubernetes::{is_conflict, is_not_found, CallError, Cluster};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -39,7 +39,7 @@ pub async fn run(cluster: Arc<Cluster>) {
                 try_acquire_or_renew(&cluster, &me, &mut observed),
             )
             .await
-            .unwrap_or_else(|_| Err("timed out".to_string()));
+            .unwrap_or_else(|_| Err(CallError::TimedOut(settings.retry_period.0)));
             if !matches!(round, Ok(None)) {
                 break;
             }
@@ -89,7 +89,7 @@ async fn try_acquire_or_renew(
     cluster: &Cluster,
     me: &str,
     observed: &mut Option<Observed>,
-) -> Result<Option<Step>, String> {
+) -> Result<Option<Step>, CallError> {
     let settings = &cluster.settings().leader_election;
     let api = lease_api(cluster).await?;
     let name = &settings.lease_name;
@@ -117,10 +117,10 @@ async fn try_acquire_or_renew(
             return match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Some(Step::Acquire)),
                 Err(e) if is_conflict(&e) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.into()),
             };
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let version = lease.metadata.resource_version.clone();
     let seen_at = match observed {
@@ -169,7 +169,7 @@ async fn try_acquire_or_renew(
     match api.replace(name, &PostParams::default(), &next).await {
         Ok(_) => Ok(Some(decision)),
         Err(e) if is_conflict(&e) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -210,7 +210,7 @@ pub async fn release(cluster: &Cluster) {
     }
 }
 
-async fn lease_api(cluster: &Cluster) -> Result<Api<Lease>, String> {
+async fn lease_api(cluster: &Cluster) -> Result<Api<Lease>, CallError> {
     let client = cluster.client().await?;
     let namespace = lease_namespace(cluster, &client);
     Ok(Api::namespaced(client, &namespace))
