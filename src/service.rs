@@ -2,7 +2,7 @@
 //! settings and metrics.
 
 use crate::actuator::{Actuator, KubernetesActuator, ProcessActuator, StaticActuator};
-use crate::autoscaler::{ScalerStatus, Spec};
+use crate::autoscaler::{Scaled, ScalerStatus, ScalingSettings, Spec};
 use crate::config::{Backend, Config, MetricsSource, ServiceConfig};
 use crate::kubernetes::Cluster;
 use crate::metrics::{Metrics, ServiceMetrics};
@@ -302,6 +302,35 @@ fn set_static_stats(sc: &ServiceConfig, dispatcher: &Dispatcher) {
             .then(|| stats.parse().ok())
             .flatten();
         pod.set_stats_addr(addr);
+    }
+}
+
+// === impl Scaled for Service ===
+
+impl Scaled for Service {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    fn actuator(&self) -> Arc<dyn Actuator> {
+        Service::actuator(self)
+    }
+
+    fn scaling(&self) -> ScalingSettings {
+        let settings = self.settings();
+        ScalingSettings {
+            spec: settings.spec.clone(),
+            tick_interval: settings.tick_interval,
+            metrics: settings.config.metrics,
+        }
+    }
+
+    fn set_status(&self, status: ScalerStatus) {
+        self.set_scaler_status(status);
     }
 }
 
