@@ -45,6 +45,8 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# Each module imports only the layers below it (README, "How it works").
+tests/layers.sh
 
 # Every test, then one closing line with the totals over all test binaries
 # (cargo's own last line is that of its last binary only).
