@@ -1,7 +1,7 @@
 //! A service as the gateway runs it: its dispatcher, actuator, autoscaler,
 //! settings and metrics.
 
-use crate::actuator::{Actuator, KubernetesActuator, ProcessActuator, StaticActuator};
+use crate::actuator::Actuator;
 use crate::autoscaler::{Scaled, ScalerStatus, ScalingSettings, Spec};
 use crate::config::{Backend, Config, MetricsSource, ServiceConfig};
 use crate::kubernetes::Cluster;
@@ -10,7 +10,6 @@ use crate::pods::Dispatcher;
 use crate::routing::RouteTable;
 use crate::supervise::PanicReports;
 use arc_swap::ArcSwap;
-use http::uri::Authority;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -107,7 +106,7 @@ impl Service {
                 self.dispatcher.set_pods(&[]);
             }
             let next = actuator_for(sc, &settings, &self.dispatcher, cluster, &self.panics);
-            if next.owns_replicas() {
+            if next.source().owned() {
                 next.scale(self.scaler_status().desired.max(settings.spec.min_replicas));
             }
             let old = std::mem::replace(&mut *self.actuator_lock(), next);
@@ -171,7 +170,7 @@ impl Service {
     pub fn scaler_status(&self) -> ScalerStatus {
         let status = *self.scaler.lock().unwrap_or_else(PoisonError::into_inner);
         let observed = self.settings().config.metrics == MetricsSource::Pods;
-        if self.actuator().scales() || observed {
+        if self.actuator().source().scales() || observed {
             status
         } else {
             ScalerStatus {
@@ -191,7 +190,7 @@ impl Service {
         // A static list does not scale, but with pod metrics the autoscaler
         // still says what it would want (`desired`).
         let observes = self.settings().config.metrics == MetricsSource::Pods;
-        if (self.actuator().scales() || observes) && !running {
+        if (self.actuator().source().scales() || observes) && !running {
             *task = Some(tokio::spawn(self.clone().supervised_autoscaler()));
         }
     }
@@ -241,43 +240,22 @@ fn actuator_for(
     cluster: &Arc<Cluster>,
     panics: &Arc<PanicReports>,
 ) -> Arc<dyn Actuator> {
-    match &sc.backend {
-        Backend {
-            kubernetes: Some(kube),
-            ..
-        } => Arc::new(KubernetesActuator::new(
-            cluster.clone(),
-            &sc.namespace,
-            kube,
-            (sc.metrics == MetricsSource::Pods).then_some(sc.pod_metrics_port),
-            settings
-                .spec
-                .stable_window
-                .saturating_add(settings.spec.scale_to_zero_grace),
-            settings.activation_timeout,
-            dispatcher.clone(),
-        )),
-        Backend {
-            process: Some(process),
-            ..
-        } => Arc::new(
-            ProcessActuator::new(
-                &sc.name,
-                &sc.namespace,
-                process,
-                sc.container_concurrency,
-                dispatcher.clone(),
-                settings.request_timeout,
-                settings.queue_timeout,
-            )
-            .reporting_panics_to(panics.clone()),
-        ),
-        backend => {
-            let actuator = StaticActuator::new(dispatcher.clone(), &static_pods(backend));
-            set_static_stats(sc, dispatcher);
-            Arc::new(actuator)
-        }
-    }
+    let actuator = crate::actuator::for_service(&crate::actuator::Context {
+        service: sc,
+        dispatcher,
+        cluster,
+        panics,
+        request_timeout: settings.request_timeout,
+        queue_timeout: settings.queue_timeout,
+        activation_timeout: settings.activation_timeout,
+        zero_hold: settings
+            .spec
+            .stable_window
+            .saturating_add(settings.spec.scale_to_zero_grace),
+    });
+    // After the actuator has put the static pods in the dispatcher.
+    set_static_stats(sc, dispatcher);
+    actuator
 }
 
 /// Both read the same Service's EndpointSlices and send to the same port.
@@ -357,14 +335,4 @@ impl ServiceSettings {
             tick_interval: config.autoscaler.tick_interval.0,
         }
     }
-}
-
-/// The pod addresses of a `static` backend (validated at load).
-fn static_pods(backend: &Backend) -> Vec<Authority> {
-    backend
-        .static_pods
-        .iter()
-        .flatten()
-        .filter_map(|addr| addr.parse().ok())
-        .collect()
 }

@@ -10,10 +10,52 @@ pub use self::kubernetes::{endpoints_of, Endpoint, KubernetesActuator};
 pub use self::process::ProcessActuator;
 pub use self::static_pods::StaticActuator;
 
+use crate::config::ServiceConfig;
+use crate::kubernetes::Cluster;
+use crate::pods::Dispatcher;
+use crate::supervise::PanicReports;
+use http::uri::Authority;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What an actuator is built from, beyond its own backend's settings.
+pub struct Context<'a> {
+    pub service: &'a ServiceConfig,
+    pub dispatcher: &'a Arc<Dispatcher>,
+    pub cluster: &'a Arc<Cluster>,
+    /// Where a replica task's panic is reported.
+    pub panics: &'a Arc<PanicReports>,
+    /// The service's: a local replica's sidecar never times out first.
+    pub request_timeout: Duration,
+    pub queue_timeout: Duration,
+    /// How long a request may be held for a first pod.
+    pub activation_timeout: Duration,
+    /// The stable window plus the scale-to-zero grace: how long a count
+    /// raised from zero by another gateway is left once its pod is ready.
+    pub zero_hold: Duration,
+}
+
+/// The actuator the service's backend asks for.
+pub fn for_service(context: &Context) -> Arc<dyn Actuator> {
+    let backend = &context.service.backend;
+    if let Some(kubernetes) = &backend.kubernetes {
+        Arc::new(KubernetesActuator::new(context, kubernetes))
+    } else if let Some(process) = &backend.process {
+        Arc::new(ProcessActuator::new(context, process))
+    } else {
+        let addresses: Vec<Authority> = backend
+            .static_pods
+            .iter()
+            .flatten()
+            .filter_map(|addr| addr.parse().ok())
+            .collect();
+        Arc::new(StaticActuator::new(context.dispatcher.clone(), &addresses))
+    }
+}
 
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -39,14 +81,6 @@ pub trait Actuator: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Whether its replicas exist only because this sluice starts them (local
-    /// processes): then they start at minReplicas at once. A Deployment's
-    /// replicas exist without sluice and are left as they are until the
-    /// autoscaler's first decision.
-    fn owns_replicas(&self) -> bool {
-        true
-    }
-
     /// Whether it has learned its replicas at least once (a Kubernetes
     /// backend has listed its pods). Until every service's has, the gateway
     /// is not ready.
@@ -54,8 +88,8 @@ pub trait Actuator: Send + Sync + std::fmt::Debug {
         true
     }
 
-    /// Whether `scale` does anything (a static list does not scale).
-    fn scales(&self) -> bool;
+    /// What its replicas are.
+    fn source(&self) -> ReplicaSource;
 
     /// The replicas as they are now.
     fn replicas(&self) -> Vec<ReplicaStatus>;
@@ -65,6 +99,31 @@ pub trait Actuator: Send + Sync + std::fmt::Debug {
 
     /// Drains and stops every replica it started.
     fn shutdown(&self) -> BoxFuture;
+}
+
+/// What an actuator's replicas are, which decides how they are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaSource {
+    /// A fixed list of addresses: `scale` does nothing.
+    Fixed,
+    /// Started by this sluice (local processes): they exist only because
+    /// it starts them, so they start at minReplicas at once.
+    Started,
+    /// Existing without sluice (a Deployment's pods): left as they are
+    /// until the autoscaler's first decision on what it observed.
+    Existing,
+}
+
+impl ReplicaSource {
+    /// Whether `scale` does anything.
+    pub fn scales(self) -> bool {
+        self != ReplicaSource::Fixed
+    }
+
+    /// Whether the replicas exist only because this sluice starts them.
+    pub fn owned(self) -> bool {
+        self == ReplicaSource::Started
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

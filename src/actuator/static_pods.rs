@@ -1,6 +1,6 @@
 //! A fixed list of pod addresses: no scaling.
 
-use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
+use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaSource, ReplicaStatus};
 use crate::pods::Dispatcher;
 use http::uri::Authority;
 use std::sync::Arc;
@@ -29,8 +29,8 @@ impl StaticActuator {
 impl Actuator for StaticActuator {
     fn scale(&self, _replicas: u32) {}
 
-    fn scales(&self) -> bool {
-        false
+    fn source(&self) -> ReplicaSource {
+        ReplicaSource::Fixed
     }
 
     fn replicas(&self) -> Vec<ReplicaStatus> {

@@ -33,7 +33,7 @@ pub struct ScalingSettings {
 
 pub async fn run<S: Scaled>(service: Arc<S>) {
     let start = Instant::now();
-    let owned = service.actuator().owns_replicas();
+    let owned = service.actuator().source().owned();
     let ready = service.dispatcher().pods().len() as u32;
     let mut scaler = Scaler::new(owned, &service.scaling().spec, ready);
     let started = scaler.start();

@@ -9,13 +9,13 @@ pub use self::endpoints::{endpoints_of, Endpoint};
 
 use self::endpoints::PodSource;
 use self::scale::{ScaleTarget, Wanted};
-use crate::actuator::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
-use crate::config::KubernetesBackend;
-use crate::kubernetes::Cluster;
+use crate::actuator::{
+    Actuator, BoxFuture, Context, Phase, ReplicaCounts, ReplicaSource, ReplicaStatus,
+};
+use crate::config::{KubernetesBackend, MetricsSource};
 use crate::pods::Dispatcher;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -33,15 +33,13 @@ pub struct KubernetesActuator {
 
 impl KubernetesActuator {
     /// Starts watching the pods and keeping the scale. Must run in the runtime.
-    pub fn new(
-        cluster: Arc<Cluster>,
-        namespace: &str,
-        backend: &KubernetesBackend,
-        stats_port: Option<u16>,
-        zero_hold: Duration,
-        activation_timeout: Duration,
-        dispatcher: Arc<Dispatcher>,
-    ) -> Self {
+    pub fn new(context: &Context, backend: &KubernetesBackend) -> Self {
+        let service = context.service;
+        let namespace = &service.namespace;
+        let stats_port =
+            (service.metrics == MetricsSource::Pods).then_some(service.pod_metrics_port);
+        let (cluster, dispatcher) = (context.cluster.clone(), context.dispatcher.clone());
+        let (zero_hold, activation_timeout) = (context.zero_hold, context.activation_timeout);
         let target = Arc::new(ScaleTarget {
             cluster,
             namespace: namespace.to_string(),
@@ -125,12 +123,8 @@ impl Actuator for KubernetesActuator {
         });
     }
 
-    fn scales(&self) -> bool {
-        true
-    }
-
-    fn owns_replicas(&self) -> bool {
-        false
+    fn source(&self) -> ReplicaSource {
+        ReplicaSource::Existing
     }
 
     fn listed(&self) -> bool {

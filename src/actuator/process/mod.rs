@@ -11,14 +11,13 @@ mod replica;
 
 use self::launch::{Launch, SidecarLaunch};
 use self::replica::Replica;
-use super::{Actuator, BoxFuture, Phase, ReplicaCounts, ReplicaStatus};
+use super::{Actuator, BoxFuture, Context, Phase, ReplicaCounts, ReplicaSource, ReplicaStatus};
 use crate::config::ProcessBackend;
 use crate::pods::Dispatcher;
 use crate::probe::ProbeClient;
 use crate::supervise::{restart_on_panic, PanicReports};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -32,20 +31,17 @@ pub struct ProcessActuator {
     replicas: Mutex<Vec<(Arc<Replica>, JoinHandle<()>)>>,
     /// Set by shutdown, under the replicas lock: no replica starts after it.
     shut_down: AtomicBool,
-    /// Where a replica task's panic is reported, if anywhere.
-    panics: Option<Arc<PanicReports>>,
+    /// Where a replica task's panic is reported (it is logged and the
+    /// replica restarted anyway).
+    panics: Arc<PanicReports>,
 }
 
 impl ProcessActuator {
-    pub fn new(
-        name: &str,
-        namespace: &str,
-        backend: &ProcessBackend,
-        container_concurrency: usize,
-        dispatcher: Arc<Dispatcher>,
-        drain_timeout: Duration,
-        queue_timeout: Duration,
-    ) -> Self {
+    pub fn new(context: &Context, backend: &ProcessBackend) -> Self {
+        let (name, namespace) = (&context.service.name, &context.service.namespace);
+        let container_concurrency = context.service.container_concurrency;
+        let dispatcher = context.dispatcher.clone();
+        let (drain_timeout, queue_timeout) = (context.request_timeout, context.queue_timeout);
         let sluice = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "sluice".into());
@@ -83,15 +79,8 @@ impl ProcessActuator {
             next_id: AtomicU64::new(1),
             replicas: Mutex::new(Vec::new()),
             shut_down: AtomicBool::new(false),
-            panics: None,
+            panics: context.panics.clone(),
         }
-    }
-
-    /// Reports the panics of replica tasks (each is logged and restarted
-    /// anyway) to the service's count and status.
-    pub fn reporting_panics_to(mut self, panics: Arc<PanicReports>) -> Self {
-        self.panics = Some(panics);
-        self
     }
 
     fn replicas_lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Replica>, JoinHandle<()>)>> {
@@ -115,11 +104,7 @@ impl ProcessActuator {
                         .clone()
                         .run(launch, dispatcher, counts.clone(), probe.clone())
                 };
-                let report = |message: &str| {
-                    if let Some(panics) = &panics {
-                        panics.record("replica", message);
-                    }
-                };
+                let report = |message: &str| panics.record("replica", message);
                 restart_on_panic("replica", &replica.name, report, start).await
             }
         };
@@ -162,8 +147,8 @@ impl Actuator for ProcessActuator {
         }
     }
 
-    fn scales(&self) -> bool {
-        true
+    fn source(&self) -> ReplicaSource {
+        ReplicaSource::Started
     }
 
     fn replicas(&self) -> Vec<ReplicaStatus> {
