@@ -58,6 +58,35 @@ impl Service {
         metrics: &Metrics,
         cluster: &Arc<Cluster>,
     ) -> Arc<Self> {
+        Service::with_actuator(sc, config, metrics, |settings, dispatcher, panics| {
+            actuator_for(sc, settings, dispatcher, cluster, panics)
+        })
+    }
+
+    /// A service over the fixed pods of its `static` backend, which needs
+    /// no Kubernetes client: the sidecar's one service.
+    pub fn fixed(sc: &ServiceConfig, config: &Config, metrics: &Metrics) -> Arc<Self> {
+        Service::with_actuator(sc, config, metrics, |_, dispatcher, _| {
+            let pods: Vec<http::uri::Authority> = (sc.backend.static_pods.iter().flatten())
+                .filter_map(|addr| addr.parse().ok())
+                .collect();
+            Arc::new(crate::actuator::StaticActuator::new(
+                dispatcher.clone(),
+                &pods,
+            ))
+        })
+    }
+
+    fn with_actuator(
+        sc: &ServiceConfig,
+        config: &Config,
+        metrics: &Metrics,
+        actuator_for: impl FnOnce(
+            &ServiceSettings,
+            &Arc<Dispatcher>,
+            &Arc<PanicReports>,
+        ) -> Arc<dyn Actuator>,
+    ) -> Arc<Self> {
         let settings = ServiceSettings::resolve(sc, config);
         let dispatcher = Dispatcher::new(
             sc.container_concurrency,
@@ -66,7 +95,7 @@ impl Service {
         );
         let service_metrics = metrics.service(&sc.name, &sc.namespace);
         let panics = PanicReports::new(service_metrics.tasks.clone(), &sc.name, &sc.namespace);
-        let actuator = actuator_for(sc, &settings, &dispatcher, cluster, &panics);
+        let actuator = actuator_for(&settings, &dispatcher, &panics);
         let service = Arc::new(Service {
             metrics: service_metrics,
             name: sc.name.as_str().into(),

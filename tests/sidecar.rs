@@ -370,3 +370,35 @@ async fn an_idle_sidecar_still_waits_its_drain_period_while_the_endpoint_is_remo
         started.elapsed()
     );
 }
+
+/// The sidecar's admin port serves its one service as the gateway's does,
+/// without a gateway behind it (issue 10: no Kubernetes client, no YAML).
+#[tokio::test]
+async fn the_admin_port_tells_the_pods_state() {
+    let model = upstream().await;
+    let sidecar = Sidecar::start(options(model.addr, 3)).await.unwrap();
+    let admin = |path: &str| format!("http://{}{}", sidecar.admin_addr, path);
+    let r = send(client().get(url(&sidecar, "/x"))).await;
+    assert_eq!(r.status(), 200);
+
+    let status = get_json(admin("/status")).await;
+    assert_eq!(status["services"][0]["name"], "model", "{status}");
+    assert_eq!(status["services"][0]["containerConcurrency"], 3);
+    assert_eq!(
+        status["services"][0]["pods"][0]["address"],
+        model.addr.to_string()
+    );
+    assert_eq!(
+        status["leader"]["isLeader"], false,
+        "a sidecar leads nothing"
+    );
+    assert_eq!(get_text(admin("/healthz")).await, "ok\n");
+    let metrics = get_text(admin("/metrics")).await;
+    let served = "sluice_requests_total{service=\"model\",namespace=\"pod\",code=\"200\"}";
+    assert_eq!(metric(&metrics, served), Some(1.0), "{metrics}");
+    let r = client().post(admin("/stats")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = client().get(admin("/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    sidecar.drain(Duration::from_secs(1)).await;
+}

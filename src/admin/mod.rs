@@ -4,7 +4,7 @@
 mod status;
 mod table;
 
-pub use self::status::{PodStatus, ServiceStatus, Status};
+pub use self::status::{LeaderStatus, PodStatus, ServiceStatus, Status};
 pub use self::table::{pods_table, services_table};
 
 use crate::shared::Shared;

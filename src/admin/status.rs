@@ -1,6 +1,7 @@
 //! `/status`: the services and their pods with live counts, as JSON.
 
 use crate::actuator::ReplicaStatus;
+use crate::service::Service;
 use crate::shared::Shared;
 use serde::{Deserialize, Serialize};
 
@@ -74,42 +75,7 @@ impl Status {
         let services = routes
             .services()
             .iter()
-            .map(|s| {
-                let settings = s.settings();
-                let pods: Vec<PodStatus> = s
-                    .dispatcher()
-                    .pods()
-                    .iter()
-                    .map(|p| PodStatus {
-                        address: p.addr().to_string(),
-                        in_flight: p.in_flight(),
-                        requests: p.admitted(),
-                        age_seconds: p.age().as_secs(),
-                    })
-                    .collect();
-                let scaler = s.scaler_status();
-                ServiceStatus {
-                    name: s.name().to_string(),
-                    namespace: s.namespace().to_string(),
-                    url: format!("http://{}", settings.hosts[0]),
-                    hosts: settings.hosts.clone(),
-                    min_replicas: settings.config.min_replicas,
-                    max_replicas: settings.config.max_replicas(),
-                    container_concurrency: settings.config.container_concurrency,
-                    desired: scaler.desired,
-                    ready_pods: pods.len(),
-                    in_flight: s.dispatcher().in_flight(),
-                    queued: s.dispatcher().queued(),
-                    held: s.dispatcher().held(),
-                    panic: scaler.panic,
-                    stable_concurrency: scaler.stable_concurrency,
-                    panic_concurrency: scaler.panic_concurrency,
-                    age_seconds: s.age().as_secs(),
-                    pods,
-                    replicas: s.actuator().replicas(),
-                    problems: s.problems(),
-                }
-            })
+            .map(|s| ServiceStatus::of(s))
             .collect();
         let leadership = shared.cluster.leadership();
         Status {
@@ -123,6 +89,45 @@ impl Status {
             },
             kubernetes_problems: shared.cluster.health().problems(),
             services,
+        }
+    }
+}
+
+impl ServiceStatus {
+    pub fn of(s: &Service) -> ServiceStatus {
+        let settings = s.settings();
+        let pods: Vec<PodStatus> = s
+            .dispatcher()
+            .pods()
+            .iter()
+            .map(|p| PodStatus {
+                address: p.addr().to_string(),
+                in_flight: p.in_flight(),
+                requests: p.admitted(),
+                age_seconds: p.age().as_secs(),
+            })
+            .collect();
+        let scaler = s.scaler_status();
+        ServiceStatus {
+            name: s.name().to_string(),
+            namespace: s.namespace().to_string(),
+            url: format!("http://{}", settings.hosts[0]),
+            hosts: settings.hosts.clone(),
+            min_replicas: settings.config.min_replicas,
+            max_replicas: settings.config.max_replicas(),
+            container_concurrency: settings.config.container_concurrency,
+            desired: scaler.desired,
+            ready_pods: pods.len(),
+            in_flight: s.dispatcher().in_flight(),
+            queued: s.dispatcher().queued(),
+            held: s.dispatcher().held(),
+            panic: scaler.panic,
+            stable_concurrency: scaler.stable_concurrency,
+            panic_concurrency: scaler.panic_concurrency,
+            age_seconds: s.age().as_secs(),
+            pods,
+            replicas: s.actuator().replicas(),
+            problems: s.problems(),
         }
     }
 }

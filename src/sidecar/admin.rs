@@ -1,13 +1,16 @@
 //! The sidecar's admin port: `/readyz` follows the model and the drain,
-//! `/stats` is the pod's load; `/metrics`, `/healthz` and `/status` are the
-//! gateway's.
+//! `/stats` is the pod's load; `/metrics`, `/healthz` and `/status` as the
+//! gateway's, for its one service.
 
 use super::Stats;
-use crate::shared::Shared;
+use crate::admin::{LeaderStatus, ServiceStatus, Status};
+use crate::metrics::Metrics;
+use crate::service::Service;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +19,9 @@ use tracing::info;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub shared: Arc<Shared>,
+    pub listen: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub service: Arc<Service>,
     pub stats: Arc<Stats>,
     pub draining: Arc<AtomicBool>,
     pub model_ready: Arc<AtomicBool>,
@@ -31,6 +36,14 @@ pub async fn handle<B>(
     state: AdminState,
     req: Request<B>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let body = r#"{"error":"method-not-allowed"}"#.to_string();
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "application/json",
+            body,
+        ));
+    }
     match req.uri().path() {
         "/readyz" => {
             let (status, body) = if state.draining.load(Ordering::Relaxed) {
@@ -43,12 +56,30 @@ pub async fn handle<B>(
             Ok(text(status, "text/plain", body.to_string()))
         }
         "/stats" => {
-            let service = state.shared.routes.load().services()[0].clone();
-            let report = state.stats.report(&service);
+            let report = state.stats.report(&state.service);
             let body = serde_json::to_string(&report).expect("a report serializes");
             Ok(text(StatusCode::OK, "application/json", body))
         }
-        _ => crate::admin::handle(state.shared, req).await,
+        "/metrics" => {
+            let content_type = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+            Ok(text(StatusCode::OK, content_type, state.metrics.encode()))
+        }
+        "/healthz" => Ok(text(StatusCode::OK, "text/plain", "ok\n".into())),
+        "/status" => {
+            let status = Status {
+                listen: state.listen.to_string(),
+                draining: state.draining.load(Ordering::Relaxed),
+                leader: LeaderStatus::default(),
+                kubernetes_problems: Vec::new(),
+                services: vec![ServiceStatus::of(&state.service)],
+            };
+            let body = serde_json::to_string_pretty(&status).expect("status serializes");
+            Ok(text(StatusCode::OK, "application/json", body))
+        }
+        _ => {
+            let body = r#"{"error":"not-found"}"#.to_string();
+            Ok(text(StatusCode::NOT_FOUND, "application/json", body))
+        }
     }
 }
 

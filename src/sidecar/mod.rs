@@ -13,9 +13,13 @@ mod stats;
 pub use self::stats::{LoadReport, Stats};
 
 use crate::config::{Backend, Config, ConfigError, Dur, ServiceConfig};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::routing::RouteTable;
 use crate::server::{ServeError, ServeOptions};
 use crate::service::Service;
-use crate::shared::Shared;
+use crate::shared::LiveMetrics;
+use arc_swap::ArcSwap;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -84,8 +88,21 @@ impl Sidecar {
             config.gateway.max_header_count,
         );
         let connections = config.gateway.connections.clone();
-        let shared = Shared::new(config);
-        let metrics = &shared.metrics.connections;
+        // One service over one pod: no Kubernetes client, no autoscaler.
+        let routes = Arc::new(ArcSwap::from_pointee(
+            RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, &str)>()).0,
+        ));
+        let registry = Arc::new(Metrics::new(LiveMetrics::new(routes.clone())));
+        let service = Service::fixed(&config.services[0], &config, &registry);
+        let hosts = service.settings().hosts.clone();
+        let table = RouteTable::build(std::iter::once((service.clone(), hosts, "model"))).0;
+        routes.store(Arc::new(table));
+        let proxy = Arc::new(Proxy::new(
+            routes,
+            config.gateway.clone(),
+            registry.unrouted(),
+        ));
+        let metrics = &registry.connections;
         let data_options = ServeOptions::new("data", &connections, metrics.listener("data"))
             .max_header_size(max_header_size)
             .max_header_count(max_header_count);
@@ -93,24 +110,23 @@ impl Sidecar {
             .max_header_size(max_header_size)
             .max_header_count(max_header_count)
             .at_most(crate::server::ADMIN_MAX_CONNECTIONS);
-        let service = shared.routes.load().services()[0].clone();
         let stats = Arc::new(Stats::default());
         let draining = Arc::new(AtomicBool::new(false));
         let model_ready = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = watch::channel(false);
 
         let data_task = {
-            let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
+            let (proxy, service, stats) = (proxy.clone(), service.clone(), stats.clone());
             tokio::spawn(crate::server::serve(
                 data,
                 data_options,
                 move |peer: SocketAddr| {
-                    let (shared, service, stats) = (shared.clone(), service.clone(), stats.clone());
+                    let (proxy, service, stats) = (proxy.clone(), service.clone(), stats.clone());
                     let handler = ServiceBuilder::new()
                         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                         .layer(PropagateRequestIdLayer::x_request_id())
                         .service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                            let (shared, service) = (shared.clone(), service.clone());
+                            let (proxy, service) = (proxy.clone(), service.clone());
                             stats.arrived();
                             async move {
                                 let started = std::time::Instant::now();
@@ -118,12 +134,7 @@ impl Sidecar {
                                     Ok(host) => {
                                         let client = peer.ip();
                                         crate::proxy::proxy_to(
-                                            &shared.proxy,
-                                            service,
-                                            client,
-                                            host,
-                                            req,
-                                            started,
+                                            &proxy, service, client, host, req, started,
                                         )
                                         .await
                                     }
@@ -142,7 +153,9 @@ impl Sidecar {
             admin_options,
             {
                 let state = admin::AdminState {
-                    shared: shared.clone(),
+                    listen: data_addr,
+                    metrics: registry.clone(),
+                    service: service.clone(),
                     stats: stats.clone(),
                     draining: draining.clone(),
                     model_ready: model_ready.clone(),
