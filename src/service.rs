@@ -209,7 +209,7 @@ impl Service {
         }
     }
 
-    pub fn set_scaler_status(&self, status: ScalerStatus) {
+    fn set_scaler_status(&self, status: ScalerStatus) {
         *self.scaler.lock().unwrap_or_else(PoisonError::into_inner) = status;
     }
 
