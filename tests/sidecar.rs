@@ -296,22 +296,17 @@ async fn two_gateways_see_all_the_load_through_the_pods_reports() {
         pod_sidecar("127.0.0.2", port, &m1).await,
         pod_sidecar("127.0.0.3", port, &m2).await,
     );
-    let yaml = format!(
-        r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-autoscaler: {{ stableWindow: 6s, panicWindowPercentage: 50, tickInterval: 1s }}
-services:
-  - name: redwine-week4
-    namespace: kserve-inference
-    minReplicas: 1
-    maxReplicas: 10
-    metrics: pods
-    podMetricsPort: {port}
-    backend: {{ static: ["{}", "{}"] }}
-"#,
-        s1.data_addr, s2.data_addr
-    );
+    let service = tutorial(&[s1.data_addr, s2.data_addr])
+        .set("minReplicas", 1)
+        .set("maxReplicas", 10)
+        .set("metrics", "pods")
+        .set("podMetricsPort", port);
+    let yaml = ConfigBuilder::new()
+        .autoscaler("stableWindow", "6s")
+        .autoscaler("panicWindowPercentage", 50)
+        .autoscaler("tickInterval", "1s")
+        .service(service)
+        .yaml();
     let (a, b) = (
         TestGateway::start(&yaml).await,
         TestGateway::start(&yaml).await,
