@@ -2,7 +2,7 @@
 //! read from the fake API server.
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::cluster::*;
 use support::config::{quoted, ConfigBuilder};
 use support::fake_kube::{deployment, endpoint_slice, EndpointSpec, FakeKube};

@@ -5,6 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 use support::cluster::*;
 use support::config::Service;
+use support::fake_kube::deployment;
 use support::{client, eventually, get_text, holds_until, metric, poll_until, send, TestGateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

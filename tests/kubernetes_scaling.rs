@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 use support::cluster::*;
 use support::fake_kube::{deployment, EndpointSpec, FakeKube};
-use support::{client, eventually, get_text, holds_until, metric, send, TestGateway};
+use support::{eventually, get_text, holds_until, metric, TestGateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_through_the_subresource_and_balances_over_the_endpoint_slices() {
@@ -86,7 +86,8 @@ async fn scales_through_the_subresource_and_balances_over_the_endpoint_slices() 
         cluster.replicas() == Some(1)
     })
     .await;
-    let writes: Vec<(i64, i64, usize)> = fake
+    let writes: Vec<(i64, i64, usize)> = cluster
+        .fake
         .scale_writes()
         .iter()
         .map(|w| (w.from, w.to, w.listener))
@@ -124,7 +125,8 @@ async fn a_conflicting_write_is_read_again_and_retried() {
         cluster.replicas() == Some(2)
     })
     .await;
-    let puts = fake
+    let puts = cluster
+        .fake
         .requests()
         .iter()
         .filter(|r| r.method == http::Method::PUT && r.path_and_query.contains("/scale"))
