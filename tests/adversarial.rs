@@ -351,7 +351,18 @@ async fn a_pod_killed_under_load_fails_only_what_it_held() {
         })
     });
     let clients: Vec<_> = clients.collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed while it holds requests.
+    let first = format!("127.0.0.1:{}", ports[0]);
+    let service = gw.gateway.shared().routes.load().services()[0].clone();
+    eventually(
+        Duration::from_secs(10),
+        "the first pod holds requests",
+        || async {
+            let pods = service.dispatcher().pods();
+            pods.iter().any(|p| p.addr() == first && p.in_flight() > 0)
+        },
+    )
+    .await;
     pods[0].kill().unwrap();
     pods[0].wait().unwrap();
     let mut answers = Vec::new();
