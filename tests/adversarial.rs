@@ -33,11 +33,12 @@ fn status(answer: &str) -> u16 {
         .unwrap_or_else(|| panic!("no response in {answer:?}"))
 }
 
-async fn gateway_with(pod: &Upstream, gateway: &str) -> TestGateway {
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ngateway:\n{gateway}\nservices:\n  - name: redwine-week4\n    namespace: kserve-inference\n    backend:\n      static: [\"{}\"]\n",
-        pod.addr
-    );
+/// The tutorial's service on `pod`, with one key of the `gateway` section.
+async fn gateway_with(pod: &Upstream, key: &str, value: &str) -> TestGateway {
+    let yaml = ConfigBuilder::new()
+        .gateway(key, value)
+        .service(tutorial(&[pod.addr]))
+        .yaml();
     TestGateway::start(&yaml).await
 }
 
@@ -54,7 +55,7 @@ async fn errors_of(gw: &TestGateway, kind: &str) -> f64 {
 #[tokio::test]
 async fn a_clients_broken_chunked_body_is_its_own_400_not_the_pods_fault() {
     let pod = upstream().await;
-    let gw = gateway_with(&pod, "  requestTimeout: 5s").await;
+    let gw = gateway_with(&pod, "requestTimeout", "5s").await;
     let request = format!(
         "POST /sink HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nzz\r\nbroken\r\n"
     );
@@ -106,7 +107,7 @@ async fn the_sidecar_also_blames_a_broken_body_on_the_client() {
 #[tokio::test]
 async fn the_host_is_read_as_rfc_9112_says() {
     let pod = upstream().await;
-    let gw = gateway_with(&pod, "  requestTimeout: 5s").await;
+    let gw = gateway_with(&pod, "requestTimeout", "5s").await;
     let addr = gw.gateway.data_addr();
 
     let elsewhere =
@@ -165,7 +166,7 @@ fn with_headers(lines: usize) -> String {
 #[tokio::test]
 async fn header_lines_past_the_limit_get_sluices_431() {
     let pod = upstream().await;
-    let gw = gateway_with(&pod, "  maxHeaderCount: 60").await;
+    let gw = gateway_with(&pod, "maxHeaderCount", "60").await;
     let addr = gw.gateway.data_addr();
 
     let answer = exchange(addr, with_headers(50).as_bytes()).await;
@@ -184,7 +185,7 @@ async fn header_lines_past_the_limit_get_sluices_431() {
     assert_eq!(pod.hits(), 1, "only the first reached the pod");
 
     // The default limit is 100 lines, answered by sluice too.
-    let gw = gateway_with(&pod, "  requestTimeout: 5s").await;
+    let gw = gateway_with(&pod, "requestTimeout", "5s").await;
     let answer = exchange(gw.gateway.data_addr(), with_headers(150).as_bytes()).await;
     assert_eq!(status(&answer), 431, "{answer}");
     assert!(answer.contains("sluice-error"), "{answer}");
@@ -195,7 +196,7 @@ async fn header_lines_past_the_limit_get_sluices_431() {
 #[tokio::test]
 async fn smuggling_shapes_never_reach_the_pod() {
     let pod = upstream().await;
-    let gw = gateway_with(&pod, "  requestTimeout: 5s").await;
+    let gw = gateway_with(&pod, "requestTimeout", "5s").await;
     let addr = gw.gateway.data_addr();
     let hidden = format!("GET /smuggled HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
     let shapes = [
@@ -264,9 +265,10 @@ async fn pods_that_misbehave_get_clear_errors_and_no_slot_is_lost() {
         ("stall", 504, "upstream-timeout"),
     ] {
         let pod = misbehaving_pod(behaviour).await;
-        let yaml = format!(
-            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ngateway:\n  requestTimeout: 500ms\nservices:\n  - name: redwine-week4\n    namespace: kserve-inference\n    containerConcurrency: 1\n    backend:\n      static: [\"{pod}\"]\n"
-        );
+        let yaml = ConfigBuilder::new()
+            .gateway("requestTimeout", "500ms")
+            .service(tutorial(&[pod]).set("containerConcurrency", 1))
+            .yaml();
         let gw = TestGateway::start(&yaml).await;
         for _ in 0..3 {
             let r = send(client().get(gw.url("/"))).await;
@@ -280,9 +282,7 @@ async fn pods_that_misbehave_get_clear_errors_and_no_slot_is_lost() {
     // A body cut short: the client sees the break, not a short "complete"
     // body, and the pod's slot is given back.
     let pod = misbehaving_pod("cut").await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nservices:\n  - name: redwine-week4\n    namespace: kserve-inference\n    backend:\n      static: [\"{pod}\"]\n"
-    );
+    let yaml = ConfigBuilder::new().service(tutorial(&[pod])).yaml();
     let gw = TestGateway::start(&yaml).await;
     let r = send(client().get(gw.url("/"))).await;
     assert_eq!(r.status(), 200);
@@ -315,11 +315,12 @@ async fn a_pod_killed_under_load_fails_only_what_it_held() {
                 .unwrap()
         })
         .collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ngateway:\n  requestTimeout: 5s\n  connectTimeout: 1s\nservices:\n  - name: redwine-week4\n    namespace: kserve-inference\n    backend:\n      static: [{}]\n",
-        addrs.join(", ")
-    );
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let yaml = ConfigBuilder::new()
+        .gateway("requestTimeout", "5s")
+        .gateway("connectTimeout", "1s")
+        .service(tutorial(&addrs))
+        .yaml();
     for p in &ports {
         let url = format!("http://127.0.0.1:{p}/v1/models/redwine-week4");
         poll_until(Duration::from_secs(10), "the pod listens", || {
@@ -350,7 +351,18 @@ async fn a_pod_killed_under_load_fails_only_what_it_held() {
         })
     });
     let clients: Vec<_> = clients.collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed while it holds requests.
+    let first = format!("127.0.0.1:{}", ports[0]);
+    let service = gw.gateway.shared().routes.load().services()[0].clone();
+    eventually(
+        Duration::from_secs(10),
+        "the first pod holds requests",
+        || async {
+            let pods = service.dispatcher().pods();
+            pods.iter().any(|p| p.addr() == first && p.in_flight() > 0)
+        },
+    )
+    .await;
     pods[0].kill().unwrap();
     pods[0].wait().unwrap();
     let mut answers = Vec::new();
@@ -384,7 +396,7 @@ async fn a_pod_killed_under_load_fails_only_what_it_held() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_is_cut_off_and_leaves_nothing_behind() {
     let pod = upstream().await;
-    let gw = gateway_with(&pod, "  requestTimeout: 5s").await;
+    let gw = gateway_with(&pod, "requestTimeout", "5s").await;
     let tcp = TcpStream::connect(gw.gateway.data_addr()).await.unwrap();
     let (mut streams, connection) = h2::client::handshake(tcp).await.unwrap();
     let connection = tokio::spawn(connection);

@@ -9,52 +9,54 @@ use sluice::service::Service;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::config::{quoted, Service as ServiceConfig};
 use support::process::GatewayProcess;
 use support::*;
 
-/// A config with one process-backed service running `sluice predictor`.
-fn process_config(service: &str, predictor: &str) -> String {
-    format!(
-        r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-autoscaler:
-  stableWindow: 6s
-  panicWindowPercentage: 50
-  tickInterval: 1s
-  scaleToZeroGracePeriod: 1s
-services:
-  - name: redwine-week4
-    namespace: kserve-inference
-{service}
-    backend:
-      process:
-        command: ["{bin}", "predictor", "--port", "{{port}}", "--model-name", "{{name}}", "--log", "warn", {predictor}]
-        readinessPath: /v1/models/redwine-week4
-        stopGracePeriod: 2s
-"#,
-        bin = env!("CARGO_BIN_EXE_sluice"),
-    )
+/// The tutorial's service, its replicas `sluice predictor` processes
+/// started by sluice, with `args` added to the predictor's command.
+fn predictor(args: &[&str]) -> ServiceConfig {
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let command = [
+        bin,
+        "predictor",
+        "--port",
+        "{port}",
+        "--model-name",
+        "{name}",
+    ];
+    let command: Vec<&str> = command
+        .iter()
+        .chain(&["--log", "warn"])
+        .chain(args)
+        .copied()
+        .collect();
+    ServiceConfig::process("redwine-week4", "kserve-inference", &command)
+        .backend("readinessPath", "/v1/models/redwine-week4")
+        .backend("stopGracePeriod", "2s")
+}
+
+/// A config with `service` and an autoscaler that decides every second on
+/// a 6 s window.
+fn process_config(service: ServiceConfig) -> String {
+    ConfigBuilder::new()
+        .autoscaler("stableWindow", "6s")
+        .autoscaler("panicWindowPercentage", 50)
+        .autoscaler("tickInterval", "1s")
+        .autoscaler("scaleToZeroGracePeriod", "1s")
+        .service(service)
+        .yaml()
 }
 
 /// One service whose replicas are started through `sh -c script`; `{bin}`
 /// in the script is this build's sluice.
 fn shell_replica_config(script: &str) -> String {
     let script = script.replace("{bin}", env!("CARGO_BIN_EXE_sluice"));
-    format!(
-        r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-services:
-  - name: redwine-week4
-    namespace: kserve-inference
-    backend:
-      process:
-        command: ["sh", "-c", "{script}"]
-        readinessPath: /v1/models/redwine-week4
-        stopGracePeriod: 2s
-"#
-    )
+    let service =
+        ServiceConfig::process("redwine-week4", "kserve-inference", &["sh", "-c", &script])
+            .backend("readinessPath", "/v1/models/redwine-week4")
+            .backend("stopGracePeriod", "2s");
+    ConfigBuilder::new().service(service).yaml()
 }
 
 const INPUT: &str =
@@ -98,8 +100,7 @@ fn load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_replicas_start_exactly_that_many() {
     let gw = TestGateway::start(&process_config(
-        "    minReplicas: 3\n    maxReplicas: 3",
-        "",
+        predictor(&[]).set("minReplicas", 3).set("maxReplicas", 3),
     ))
     .await;
     let s = service(&gw);
@@ -127,8 +128,10 @@ async fn fixed_replicas_start_exactly_that_many() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_five_clients_scales_to_five_and_back_to_one() {
     let yaml = process_config(
-        "    minReplicas: 1\n    maxReplicas: 8\n    scaleTarget: 1",
-        r#""--service-time", "100ms""#,
+        predictor(&["--service-time", "100ms"])
+            .set("minReplicas", 1)
+            .set("maxReplicas", 8)
+            .set("scaleTarget", 1),
     );
     let gw = TestGateway::start(&yaml).await;
     let s = service(&gw);
@@ -171,8 +174,9 @@ async fn a_burst_of_five_clients_scales_to_five_and_back_to_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_zero_a_held_request_is_answered_and_200_at_once_all_are() {
     let yaml = process_config(
-        "    minReplicas: 0\n    maxReplicas: 4",
-        r#""--service-time", "10ms", "--startup-delay", "300ms""#,
+        predictor(&["--service-time", "10ms", "--startup-delay", "300ms"])
+            .set("minReplicas", 0)
+            .set("maxReplicas", 4),
     );
     let gw = TestGateway::start(&yaml).await;
     let s = service(&gw);
@@ -213,8 +217,7 @@ async fn from_zero_a_held_request_is_answered_and_200_at_once_all_are() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_is_replaced() {
     let gw = TestGateway::start(&process_config(
-        "    minReplicas: 2\n    maxReplicas: 2",
-        "",
+        predictor(&[]).set("minReplicas", 2).set("maxReplicas", 2),
     ))
     .await;
     let s = service(&gw);
@@ -250,8 +253,9 @@ async fn a_killed_replica_is_replaced() {
 async fn scale_down_under_steady_load_fails_no_request() {
     let with = |n: u32| {
         process_config(
-            &format!("    minReplicas: {n}\n    maxReplicas: {n}"),
-            r#""--service-time", "50ms""#,
+            predictor(&["--service-time", "50ms"])
+                .set("minReplicas", n)
+                .set("maxReplicas", n),
         )
     };
     let gw = TestGateway::start(&with(4)).await;
@@ -288,8 +292,7 @@ async fn scale_down_under_steady_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_child_process_outlives_the_gateway() {
     let gw = GatewayProcess::start(&process_config(
-        "    minReplicas: 3\n    maxReplicas: 3",
-        "",
+        predictor(&[]).set("minReplicas", 3).set("maxReplicas", 3),
     ));
     let c = client();
     let pids: Vec<u64> = poll_until(Duration::from_secs(20), "3 replicas with pids", || async {
@@ -337,7 +340,7 @@ async fn a_reload_from_static_to_process_replaces_the_old_pods() {
 
     std::fs::write(
         &gw.config_path,
-        process_config("    minReplicas: 1\n    maxReplicas: 1", ""),
+        process_config(predictor(&[]).set("minReplicas", 1).set("maxReplicas", 1)),
     )
     .unwrap();
     gw.gateway.reload().await.unwrap();
@@ -395,27 +398,23 @@ async fn a_replica_started_through_a_shell_is_stopped_with_its_children() {
 
 /// Process replicas, each behind its own sidecar, scaled from the pods' reports.
 fn sidecar_config(min: u32, max: u32) -> String {
-    format!(
-        r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-autoscaler: {{ stableWindow: 6s, panicWindowPercentage: 50, tickInterval: 1s }}
-services:
-  - name: redwine-week4
-    namespace: kserve-inference
-    minReplicas: {min}
-    maxReplicas: {max}
-    containerConcurrency: 1
-    metrics: pods
-    backend:
-      process:
-        command: ["{bin}", "predictor", "--port", "{{port}}", "--log", "warn", "--service-time", "100ms"]
-        readinessPath: /v1/models/redwine-week4
-        stopGracePeriod: 2s
-        sidecar: {{ executable: "{bin}" }}
-"#,
-        bin = env!("CARGO_BIN_EXE_sluice"),
-    )
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let command = [bin, "predictor", "--port", "{port}", "--log", "warn"];
+    let command = [&command[..], &["--service-time", "100ms"]].concat();
+    let service = ServiceConfig::process("redwine-week4", "kserve-inference", &command)
+        .set("minReplicas", min)
+        .set("maxReplicas", max)
+        .set("containerConcurrency", 1)
+        .set("metrics", "pods")
+        .backend("readinessPath", "/v1/models/redwine-week4")
+        .backend("stopGracePeriod", "2s")
+        .backend("sidecar", format!("{{ executable: {} }}", quoted(bin)));
+    ConfigBuilder::new()
+        .autoscaler("stableWindow", "6s")
+        .autoscaler("panicWindowPercentage", 50)
+        .autoscaler("tickInterval", "1s")
+        .service(service)
+        .yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

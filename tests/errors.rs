@@ -11,23 +11,19 @@ async fn dead_addr() -> std::net::SocketAddr {
     l.local_addr().unwrap()
 }
 
-fn config_with(pods: &[String], extra: &str, gateway: &str) -> String {
-    let pods: Vec<String> = pods.iter().map(|p| format!("\"{p}\"")).collect();
-    format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ngateway:\n{gateway}\nservices:\n  - name: redwine-week4\n    namespace: kserve-inference\n    backend:\n      static: [{}]\n{extra}",
-        pods.join(", ")
-    )
+/// The tutorial's service on `pods`, with one key of the `gateway` section.
+fn config_with<A: std::fmt::Display>(pods: &[A], key: &str, value: &str) -> String {
+    ConfigBuilder::new()
+        .gateway(key, value)
+        .service(tutorial(pods))
+        .yaml()
 }
 
 #[tokio::test]
 async fn a_refused_connection_is_retried_once_on_another_pod() {
     let live = upstream().await;
     let dead = dead_addr().await;
-    let yaml = config_with(
-        &[dead.to_string(), live.addr.to_string()],
-        "",
-        "  connectTimeout: 1s",
-    );
+    let yaml = config_with(&[dead, live.addr], "connectTimeout", "1s");
     let gw = TestGateway::start(&yaml).await;
     let c = client();
     for _ in 0..20 {
@@ -54,7 +50,7 @@ async fn a_refused_connection_is_retried_once_on_another_pod() {
 
 #[tokio::test]
 async fn no_pod_answering_is_502_from_sluice() {
-    let yaml = config_with(&[dead_addr().await.to_string()], "", "  connectTimeout: 1s");
+    let yaml = config_with(&[dead_addr().await], "connectTimeout", "1s");
     let gw = TestGateway::start(&yaml).await;
     let r = send(client().get(gw.url("/"))).await;
     assert_eq!(r.status(), 502);
@@ -70,7 +66,12 @@ async fn no_pod_answering_is_502_from_sluice() {
 #[tokio::test]
 async fn a_slow_pod_is_504_after_the_request_timeout() {
     let pod = upstream().await;
-    let gw = TestGateway::start(&one_service(&[&pod], "    requestTimeout: 200ms\n")).await;
+    let gw = TestGateway::start(
+        &ConfigBuilder::new()
+            .service(tutorial(&[pod.addr]).set("requestTimeout", "200ms"))
+            .yaml(),
+    )
+    .await;
     let r = send(client().get(gw.url("/slow?ms=3000"))).await;
     assert_eq!(r.status(), 504);
     assert_eq!(r.headers()["sluice-error"], "upstream-timeout");
@@ -82,7 +83,7 @@ async fn a_slow_pod_is_504_after_the_request_timeout() {
 #[tokio::test]
 async fn bodies_over_the_limit_are_413_declared_or_streamed() {
     let pod = upstream().await;
-    let yaml = config_with(&[pod.addr.to_string()], "", "  maxRequestBodySize: 1KiB");
+    let yaml = config_with(&[pod.addr], "maxRequestBodySize", "1KiB");
     let gw = TestGateway::start(&yaml).await;
     let c = client();
     // Declared by Content-Length: refused before any pod is involved.
@@ -108,7 +109,7 @@ async fn bodies_over_the_limit_are_413_declared_or_streamed() {
 #[tokio::test]
 async fn headers_over_the_limit_are_431_from_sluice() {
     let pod = upstream().await;
-    let yaml = config_with(&[pod.addr.to_string()], "", "  maxHeaderSize: 4KiB");
+    let yaml = config_with(&[pod.addr], "maxHeaderSize", "4KiB");
     let gw = TestGateway::start(&yaml).await;
     let r = client()
         .get(gw.url("/"))

@@ -108,6 +108,8 @@ async fn four_closed_loop_clients_are_reported_as_about_4() {
         })
         .collect();
     // Two whole seconds under load, then three readings a second apart.
+    // Real time on purpose: the readings are rates over the sidecar's own
+    // one-second windows of real requests.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut readings = Vec::new();
     let stats_url = format!("http://{}/stats", sidecar.admin_addr);
@@ -242,13 +244,19 @@ async fn sigterm_under_steady_load_loses_no_request_and_the_process_exits() {
         || async { model.hits() >= 20 },
     )
     .await;
+    let at_term = model.hits();
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
     // The endpoint is being removed: traffic goes on for a while, and is served.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    eventually(
+        Duration::from_secs(5),
+        "40 requests through the sidecar after SIGTERM",
+        || async { model.hits() >= at_term + 40 },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let codes: Vec<u16> = join_all(clients)
         .await
@@ -296,22 +304,17 @@ async fn two_gateways_see_all_the_load_through_the_pods_reports() {
         pod_sidecar("127.0.0.2", port, &m1).await,
         pod_sidecar("127.0.0.3", port, &m2).await,
     );
-    let yaml = format!(
-        r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-autoscaler: {{ stableWindow: 6s, panicWindowPercentage: 50, tickInterval: 1s }}
-services:
-  - name: redwine-week4
-    namespace: kserve-inference
-    minReplicas: 1
-    maxReplicas: 10
-    metrics: pods
-    podMetricsPort: {port}
-    backend: {{ static: ["{}", "{}"] }}
-"#,
-        s1.data_addr, s2.data_addr
-    );
+    let service = tutorial(&[s1.data_addr, s2.data_addr])
+        .set("minReplicas", 1)
+        .set("maxReplicas", 10)
+        .set("metrics", "pods")
+        .set("podMetricsPort", port);
+    let yaml = ConfigBuilder::new()
+        .autoscaler("stableWindow", "6s")
+        .autoscaler("panicWindowPercentage", 50)
+        .autoscaler("tickInterval", "1s")
+        .service(service)
+        .yaml();
     let (a, b) = (
         TestGateway::start(&yaml).await,
         TestGateway::start(&yaml).await,
@@ -360,7 +363,9 @@ services:
 async fn an_idle_sidecar_still_waits_its_drain_period_while_the_endpoint_is_removed() {
     let model = upstream().await;
     let sidecar = Sidecar::start(options(model.addr, 0)).await.unwrap();
-    // Idle for longer than the drain period (500 ms) before SIGTERM.
+    // Idle for longer than the drain period (500 ms) before SIGTERM. Real
+    // time on purpose: the sidecar has real sockets, and the drain is
+    // measured with the wall clock below.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let started = Instant::now();
     sidecar.drain(Duration::from_secs(5)).await;

@@ -2,11 +2,15 @@
 //! all on 127.0.0.1 port 0, and `eventually` instead of sleeps.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod config;
 pub mod fake_kube;
 pub mod process;
 pub mod upstream;
 pub mod webhook;
 
+#[allow(unused_imports)]
+pub use self::config::{tutorial, ConfigBuilder};
 #[allow(unused_imports)]
 pub use self::upstream::{upstream, Upstream};
 
@@ -48,22 +52,13 @@ impl TestGateway {
     }
 }
 
-/// A YAML config with one service on static pods. `extra` is appended to
-/// the service (indented by the caller as service keys).
+/// A config with the tutorial's service on these static pods. `extra` is
+/// appended to the service (indented by the caller as service keys).
 pub fn one_service(pods: &[&Upstream], extra: &str) -> String {
-    let pods: Vec<String> = pods.iter().map(|u| format!("\"{}\"", u.addr)).collect();
-    format!(
-        r#"
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-services:
-  - name: redwine-week4
-    namespace: kserve-inference
-    backend:
-      static: [{}]
-{extra}"#,
-        pods.join(", ")
-    )
+    let pods: Vec<_> = pods.iter().map(|u| u.addr).collect();
+    ConfigBuilder::new()
+        .service(tutorial(&pods).raw(extra))
+        .yaml()
 }
 
 pub const HOST: &str = "redwine-week4.kserve-inference.example.com";
@@ -105,6 +100,21 @@ where
         async move { fut.await.then_some(()).ok_or_else(String::new) }
     })
     .await
+}
+
+/// Runs `check`, which asserts, every `every` until `until`: for what must
+/// *not* happen. This takes real time on purpose: what is checked is a real
+/// gateway (its own timers, its talk with a real or fake server over the
+/// network), which paused tokio time would not hold still.
+pub async fn holds_until<F, Fut>(until: Instant, every: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while Instant::now() < until {
+        check().await;
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Waits for a child process to exit, for at most `within`.
