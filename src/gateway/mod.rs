@@ -122,7 +122,14 @@ impl Gateway {
             },
             stopped.clone(),
         ));
-        let config_file = config_path.map(|path| Arc::new(ConfigFile::new(path)));
+        let config_file = match config_path {
+            Some(path) => {
+                let file = ConfigFile::new(path);
+                file.started_with(&shared.config()).await;
+                Some(Arc::new(file))
+            }
+            None => None,
+        };
         let watcher = config_file.clone().map(|file| {
             let shared = shared.clone();
             tokio::spawn(supervised("config-watcher", shared.clone(), move || {

@@ -4,6 +4,10 @@
 //! it, and the poller, which then reads the same bytes, leaves it alone (and
 //! the other way round: SIGHUP after the poller saw the edit is answered
 //! with the outcome the poller had).
+//!
+//! The poller applies a version only once it has read the same bytes twice
+//! in a row: a file caught halfway through a write (an editor, `cat >`)
+//! could parse as a valid configuration with fewer services, or none.
 
 use crate::config::{self, Config, ConfigError, MAX_FILE_SIZE};
 use crate::shared::Shared;
@@ -22,6 +26,9 @@ const POLL: Duration = Duration::from_secs(1);
 pub struct ConfigFile {
     path: PathBuf,
     last_read: Mutex<Option<LastRead>>,
+    /// What the poller read last time, if it differed from `last_read`:
+    /// applied when the next poll reads it again.
+    settling: Mutex<Option<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -37,6 +44,25 @@ impl ConfigFile {
         ConfigFile {
             path,
             last_read: Mutex::new(None),
+            settling: Mutex::new(None),
+        }
+    }
+
+    /// Remembers the file as the gateway started with `config`, if it
+    /// still holds that configuration; otherwise leaves it unread, so the
+    /// first poll applies whatever it holds now.
+    pub async fn started_with(&self, config: &Config) {
+        let Ok(bytes) = read(&self.path).await else {
+            return;
+        };
+        let same = config::text_of(&self.path, bytes.clone())
+            .and_then(|text| Config::parse(&text))
+            .is_ok_and(|read| read == *config);
+        if same {
+            *self.last_read() = Some(LastRead {
+                bytes,
+                outcome: Ok(()),
+            });
         }
     }
 
@@ -59,7 +85,17 @@ impl ConfigFile {
         let Ok(bytes) = read(&self.path).await else {
             return;
         };
-        if self.last_read().as_ref().map(|l| &l.bytes) != Some(&bytes) {
+        if self.last_read().as_ref().map(|l| &l.bytes) == Some(&bytes) {
+            *self.settling() = None;
+            return;
+        }
+        let settled = {
+            let mut settling = self.settling();
+            let settled = settling.as_ref() == Some(&bytes);
+            *settling = (!settled).then(|| bytes.clone());
+            settled
+        };
+        if settled {
             info!(path = %self.path.display(), "configuration file changed");
             let _ = self.apply(shared, bytes);
         }
@@ -96,6 +132,10 @@ impl ConfigFile {
         outcome
     }
 
+    fn settling(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.settling.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn last_read(&self) -> std::sync::MutexGuard<'_, Option<LastRead>> {
         self.last_read
             .lock()
@@ -110,15 +150,6 @@ pub async fn watch_file(
     file: Arc<ConfigFile>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    if file.last_read().is_none() {
-        // The file as the gateway started with it.
-        if let Ok(bytes) = read(&file.path).await {
-            *file.last_read() = Some(LastRead {
-                bytes,
-                outcome: Ok(()),
-            });
-        }
-    }
     let mut ticks = tokio::time::interval(POLL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -144,4 +175,60 @@ async fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
         .await
         .map_err(read_error)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = "services:\n  - name: a\n    backend: {static: [\"127.0.0.1:1\"]}\n";
+    const TWO: &str = "services:\n  - name: a\n    backend: {static: [\"127.0.0.1:1\"]}\n  - name: b\n    backend: {static: [\"127.0.0.1:2\"]}\n";
+
+    fn services(shared: &Shared) -> usize {
+        shared.routes.load().services().len()
+    }
+
+    /// A file caught halfway through a write is never applied: the poller
+    /// waits until it reads the same bytes twice.
+    #[tokio::test]
+    async fn the_poller_applies_a_version_once_it_has_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, TWO).unwrap();
+        let shared = Shared::new(Config::parse(TWO).unwrap());
+        let file = ConfigFile::new(path.clone());
+        file.started_with(&shared.config()).await;
+
+        file.reload_if_changed(&shared).await;
+        assert_eq!(services(&shared), 2, "unchanged");
+        // Halfway through writing TWO again: only its first service so far.
+        std::fs::write(&path, ONE).unwrap();
+        file.reload_if_changed(&shared).await;
+        assert_eq!(services(&shared), 2, "one read of new bytes is not enough");
+        std::fs::write(&path, TWO).unwrap();
+        file.reload_if_changed(&shared).await;
+        assert_eq!(services(&shared), 2, "back to what runs");
+        // A real change, read twice.
+        std::fs::write(&path, ONE).unwrap();
+        file.reload_if_changed(&shared).await;
+        assert_eq!(services(&shared), 2);
+        file.reload_if_changed(&shared).await;
+        assert_eq!(services(&shared), 1, "applied once settled");
+        shared.retire_all().await;
+    }
+
+    /// A file that changed between start and the watcher's first look is
+    /// not taken for the one the gateway started with.
+    #[tokio::test]
+    async fn a_file_changed_before_the_watcher_looks_is_still_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, ONE).unwrap();
+        let shared = Shared::new(Config::parse(TWO).unwrap());
+        let file = ConfigFile::new(path);
+        file.started_with(&shared.config()).await;
+        assert!(file.reload(&shared).await.is_ok());
+        assert_eq!(services(&shared), 1, "SIGHUP applies the file as it is");
+        shared.retire_all().await;
+    }
 }
