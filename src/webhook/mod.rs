@@ -41,6 +41,8 @@ pub enum TlsError {
     NoKey(std::path::PathBuf),
     #[error("certificate and key: {0}")]
     Rustls(#[from] tokio_rustls::rustls::Error),
+    #[error("reading the certificate and key: {0}")]
+    Task(String),
 }
 
 /// Why the webhook could not run.
@@ -190,7 +192,11 @@ pub async fn run(
     connections: WebhookConnections,
 ) -> Result<(), WebhookError> {
     use tokio::signal::unix::SignalKind;
-    let tls = tls_acceptor(cert, key)?;
+    // Files, read off the runtime's threads like every other file.
+    let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+    let tls = tokio::task::spawn_blocking(move || tls_acceptor(&cert, &key))
+        .await
+        .map_err(|e| TlsError::Task(e.to_string()))??;
     let mut terminate = crate::server::signals(SignalKind::terminate())?;
     let webhook = Webhook::start(listen, tls, injection, connections).await?;
     tokio::select! {
