@@ -393,6 +393,25 @@ fn each_kind_of_failure_has_its_exit_code() {
     let (code, err) = run(&["sidecar", "--listen", &listen, "--upstream", "127.0.0.1:1"]);
     assert_eq!(code, Some(69), "{err}");
 
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let (code, err) = run(&[
+        "webhook",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        missing,
+        "--tls-key",
+        missing,
+        "--sidecar-image",
+        "sluice:test",
+    ]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("webhook: ") && err.contains("missing.pem"),
+        "{err}"
+    );
+
     let (code, err) = run(&["sidecar", "--container-concurrency", "1000000000"]);
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("containerConcurrency"), "{err}");
