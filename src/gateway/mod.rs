@@ -8,7 +8,7 @@ use self::reload::ConfigFile;
 pub use crate::shared::Shared;
 
 use crate::config::{Config, ConfigError};
-use crate::server::{self, ServeOptions};
+use crate::server;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,11 +50,7 @@ impl Gateway {
         let data = server::listen(config.listen).await?;
         let admin = server::listen(config.admin).await?;
         let (data_addr, admin_addr) = (local_addr(&data), local_addr(&admin));
-        let (max_header_size, max_header_count) = (
-            config.gateway.max_header_size.0,
-            config.gateway.max_header_count,
-        );
-        let connections = config.gateway.connections.clone();
+        let gateway_settings = config.gateway.clone();
         let names: Vec<String> = config
             .services
             .iter()
@@ -84,14 +80,8 @@ impl Gateway {
             });
         let (stop, stopped) = watch::channel(false);
 
-        let metrics = &shared.metrics.connections;
-        let data_options = ServeOptions::new("data", &connections, metrics.listener("data"))
-            .max_header_size(max_header_size)
-            .max_header_count(max_header_count);
-        let admin_options = ServeOptions::new("admin", &connections, metrics.listener("admin"))
-            .max_header_size(max_header_size)
-            .max_header_count(max_header_count)
-            .at_most(server::ADMIN_MAX_CONNECTIONS);
+        let (data_options, admin_options) =
+            server::data_and_admin(&gateway_settings, &shared.metrics.connections);
         let data_proxy = shared.proxy.clone();
         let data_server = tokio::spawn(server::serve(
             data,

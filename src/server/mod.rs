@@ -13,8 +13,8 @@ pub use self::files::raise_open_file_limit;
 use self::accept::{AcceptBackoff, RateLimit};
 use self::connection::Slot;
 use self::lifecycle::Timeouts;
-use crate::config::ConnectionSettings;
-use crate::metrics::ListenerMetrics;
+use crate::config::{ConnectionSettings, GatewaySettings};
+use crate::metrics::{ConnectionMetrics, ListenerMetrics};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::Service;
@@ -86,6 +86,22 @@ struct Listening {
     timeouts: Timeouts,
     tls: Option<TlsAcceptor>,
     metrics: ListenerMetrics,
+}
+
+/// How a gateway's (or a sidecar's) two listeners serve: the data port with
+/// the gateway's connection settings and header limits, the admin port the
+/// same with at most [`ADMIN_MAX_CONNECTIONS`].
+pub fn data_and_admin(
+    settings: &GatewaySettings,
+    metrics: &ConnectionMetrics,
+) -> (ServeOptions, ServeOptions) {
+    let listener = |name| {
+        ServeOptions::new(name, &settings.connections, metrics.listener(name))
+            .max_header_size(settings.max_header_size.0)
+            .max_header_count(settings.max_header_count)
+    };
+    let admin = listener("admin").at_most(ADMIN_MAX_CONNECTIONS);
+    (listener("data"), admin)
 }
 
 // === impl ServeOptions ===

@@ -16,7 +16,7 @@ use crate::config::{Backend, Config, ConfigError, Dur, ServiceConfig};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routing::RouteTable;
-use crate::server::{ServeError, ServeOptions};
+use crate::server::ServeError;
 use crate::service::Service;
 use crate::shared::LiveMetrics;
 use arc_swap::ArcSwap;
@@ -83,11 +83,7 @@ impl Sidecar {
         let data = crate::server::listen(options.listen).await?;
         let admin = crate::server::listen(options.admin).await?;
         let (data_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
-        let (max_header_size, max_header_count) = (
-            config.gateway.max_header_size.0,
-            config.gateway.max_header_count,
-        );
-        let connections = config.gateway.connections.clone();
+        let gateway_settings = config.gateway.clone();
         // One service over one pod: no Kubernetes client, no autoscaler.
         let routes = Arc::new(ArcSwap::from_pointee(
             RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, &str)>()).0,
@@ -102,14 +98,8 @@ impl Sidecar {
             config.gateway.clone(),
             registry.unrouted(),
         ));
-        let metrics = &registry.connections;
-        let data_options = ServeOptions::new("data", &connections, metrics.listener("data"))
-            .max_header_size(max_header_size)
-            .max_header_count(max_header_count);
-        let admin_options = ServeOptions::new("admin", &connections, metrics.listener("admin"))
-            .max_header_size(max_header_size)
-            .max_header_count(max_header_count)
-            .at_most(crate::server::ADMIN_MAX_CONNECTIONS);
+        let (data_options, admin_options) =
+            crate::server::data_and_admin(&gateway_settings, &registry.connections);
         let stats = Arc::new(Stats::default());
         let draining = Arc::new(AtomicBool::new(false));
         let model_ready = Arc::new(AtomicBool::new(false));
