@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test: the same load against an upstream directly, through sluice,
 # through sluice with a sidecar hop (gateway -> `sluice sidecar` -> upstream)
-# and through nginx, interleaved in rounds, on loopback only. Prints one line
+# and through nginx and haproxy, interleaved in rounds, on loopback only. Prints one line
 # per run and a final markdown table of medians over the rounds, followed by
 # the cost of the sidecar hop.
 #
@@ -13,8 +13,9 @@
 #   B  the tutorial's command: hey -c 5 -m POST with a small JSON body,
 #      against an upstream that answers after 50 ms.
 # Each scenario runs ROUNDS rounds of direct -> sluice -> sluice+sidecar ->
-# nginx, so machine noise (other processes, thermal, caches) hits all four
-# targets alike.
+# nginx -> haproxy, each round in the reverse order of the one before (ABBA),
+# so machine noise (other processes, thermal, caches, drift within a round)
+# hits all five targets alike.
 #
 # Targets
 #   direct          the scenario's upstream
@@ -24,6 +25,7 @@
 #                   upstream, containerConcurrency unlimited) in front of the
 #                   same upstream
 #   nginx           nginx with one worker (benches/nginx.conf.template)
+#   haproxy         haproxy with one thread (benches/haproxy.cfg.template)
 #
 # Measured per run: req/s, p50, p99 (from the load tool), and for the proxies
 # the CPU time per request (utime+stime from /proc/PID/stat before and after;
@@ -63,6 +65,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SLUICE="$ROOT/target/release/sluice"
 UPSTREAM="$ROOT/target/release/examples/bench-upstream"
 TEMPLATE="$ROOT/benches/nginx.conf.template"
+HAPROXY_TEMPLATE="$ROOT/benches/haproxy.cfg.template"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "load.sh: $*"; exit 1; }
@@ -101,6 +104,7 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v hey >/dev/null || missing+=(hey)
 [[ -n $(find_nginx) ]] || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
 if ((${#missing[@]})); then
     sudo=()
     [[ $(id -u) -eq 0 ]] || sudo=(sudo)
@@ -111,6 +115,7 @@ if ((${#missing[@]})); then
 fi
 NGINX=$(find_nginx)
 [[ -n $NGINX ]] || die "nginx not found after install"
+HAPROXY=$(command -v haproxy) || die "haproxy not found after install"
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "building release sluice and the bench-upstream example"
@@ -261,6 +266,7 @@ FAST_SC_ADMIN_PORT=$(free_port)
 SLOW_SC_PORT=$(free_port)
 SLOW_SC_ADMIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+HAPROXY_PORT=$(free_port)
 
 # Two upstreams: 0 ms (scenario A) and 50 ms (scenario B).
 "$UPSTREAM" --port "$FAST_PORT" --delay-ms 0 >"$TMP/upstream-fast.log" 2>&1 &
@@ -343,6 +349,19 @@ sed -e "s|@DIR@|$NGINX_DIR|g" \
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 
+# haproxy: one thread, foreground (-db), no master process: its PID does the work.
+sed -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
+    -e "s|@FAST_PORT@|$FAST_PORT|g" \
+    -e "s|@SLOW_PORT@|$SLOW_PORT|g" \
+    -e "s|@NAMESPACE@|$NAMESPACE|g" \
+    -e "s|@DOMAIN@|$DOMAIN|g" \
+    "$HAPROXY_TEMPLATE" >"$TMP/haproxy.cfg"
+"$HAPROXY" -c -f "$TMP/haproxy.cfg" >"$TMP/haproxy-test.log" 2>&1 ||
+    { cat "$TMP/haproxy-test.log" >&2; die "haproxy rejected its config"; }
+"$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
+PIDS+=("$HAPROXY_PID")
+
 wait_listening "$FAST_PID" "$FAST_PORT" "upstream (0 ms)" "$TMP/upstream-fast.log"
 wait_listening "$SLOW_PID" "$SLOW_PORT" "upstream (${SLOW_DELAY_MS} ms)" "$TMP/upstream-slow.log"
 wait_listening "$SLUICE_PID" "$SLUICE_PORT" sluice "$TMP/sluice.log"
@@ -351,6 +370,7 @@ wait_listening "$FAST_SC_PID" "$FAST_SC_ADMIN_PORT" "sidecar (0 ms) admin" "$TMP
 wait_listening "$SLOW_SC_PID" "$SLOW_SC_PORT" "sidecar (${SLOW_DELAY_MS} ms)" "$TMP/sidecar-slow.log"
 wait_listening "$SLOW_SC_PID" "$SLOW_SC_ADMIN_PORT" "sidecar (${SLOW_DELAY_MS} ms) admin" "$TMP/sidecar-slow.log"
 wait_listening "$NGINX_PID" "$NGINX_PORT" nginx "$TMP/nginx.log"
+wait_listening "$HAPROXY_PID" "$HAPROXY_PORT" haproxy "$TMP/haproxy.log"
 
 # nginx's worker: the process that does the work (and holds the memory).
 NGINX_WORKER=""
@@ -387,6 +407,8 @@ expect_200 "sluice fastsc (via sidecar)" "$SLUICE_PORT" "$FASTSC_HOST"
 expect_200 "sluice slowsc (via sidecar)" "$SLUICE_PORT" "$SLOWSC_HOST"
 expect_200 "nginx fast" "$NGINX_PORT" "$FAST_HOST"
 expect_200 "nginx slow" "$NGINX_PORT" "$SLOW_HOST"
+expect_200 "haproxy fast" "$HAPROXY_PORT" "$FAST_HOST"
+expect_200 "haproxy slow" "$HAPROXY_PORT" "$SLOW_HOST"
 
 # The tutorial's request body (the red-wine model's 11 features).
 BODY="$TMP/input.json"
@@ -394,7 +416,7 @@ echo '{"instances": [[7.4,0.7,0,1.9,0.076,11,34,0.9978,3.51,0.56,9.4]]}' >"$BODY
 
 # ---------------------------------------------------------------- targets
 
-TARGETS=(direct sluice sluice+sidecar nginx)
+TARGETS=(direct sluice sluice+sidecar nginx haproxy)
 
 # Port of TARGET for SCENARIO: direct goes to the upstream of the scenario.
 target_port() {
@@ -402,6 +424,7 @@ target_port() {
         direct) if [[ $1 == A ]]; then echo "$FAST_PORT"; else echo "$SLOW_PORT"; fi ;;
         sluice | sluice+sidecar) echo "$SLUICE_PORT" ;;
         nginx) echo "$NGINX_PORT" ;;
+        haproxy) echo "$HAPROXY_PORT" ;;
     esac
 }
 # Host header of TARGET for SCENARIO: the sidecar services for sluice+sidecar.
@@ -419,6 +442,7 @@ target_cpu_pids() {
     case $1 in
         sluice | sluice+sidecar) echo "$SLUICE_PID" ;;
         nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
+        haproxy) echo "$HAPROXY_PID" ;;
     esac
 }
 # Process whose peak RSS is reported for TARGET.
@@ -426,6 +450,7 @@ target_rss_pid() {
     case $1 in
         sluice | sluice+sidecar) echo "$SLUICE_PID" ;;
         nginx) echo "$NGINX_WORKER" ;;
+        haproxy) echo "$HAPROXY_PID" ;;
     esac
 }
 # The sidecar in the path of TARGET for SCENARIO (none but for sluice+sidecar).
@@ -571,11 +596,12 @@ log_env() {
     echo "# sluice load test"
     echo
     echo "- machine: $(nproc) cores, $(uname -sr); CLK_TCK=$CLK_TCK"
-    echo "- DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP; order per round: ${TARGETS[*]}"
+    echo "- DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP; order in odd rounds: ${TARGETS[*]}; even rounds: the reverse"
     echo "- sluice $("$SLUICE" --version | sed 's/^sluice //'): $(ls "/proc/$SLUICE_PID/task" | wc -l) OS threads at start," \
-        "SLUICE_THREADS=${SLUICE_THREADS:-default}; nginx: worker_processes 1"
+        "SLUICE_THREADS=${SLUICE_THREADS:-default}; nginx: worker_processes 1; haproxy: nbthread 1"
     echo "- upstreams :$FAST_PORT (0 ms), :$SLOW_PORT (${SLOW_DELAY_MS} ms); sluice :$SLUICE_PORT (pid $SLUICE_PID);" \
-        "nginx :$NGINX_PORT (master $NGINX_PID, worker $NGINX_WORKER, $("$NGINX" -v 2>&1 | sed 's/.*: //'))"
+        "nginx :$NGINX_PORT (master $NGINX_PID, worker $NGINX_WORKER, $("$NGINX" -v 2>&1 | sed 's/.*: //'));" \
+        "haproxy :$HAPROXY_PORT (pid $HAPROXY_PID, $("$HAPROXY" -v 2>&1 | head -n1 | awk '{print $3}'))"
     echo "- sidecars :$FAST_SC_PORT -> :$FAST_PORT (pid $FAST_SC_PID, $(ls "/proc/$FAST_SC_PID/task" | wc -l) OS threads)," \
         ":$SLOW_SC_PORT -> :$SLOW_PORT (pid $SLOW_SC_PID); gateway services fastsc, slowsc -> them"
     echo
@@ -587,7 +613,13 @@ for scenario in A B; do
     echo "${!title_var}"
     warm_up "$scenario"
     for round in $(seq "$ROUNDS"); do
-        for target in "${TARGETS[@]}"; do
+        # ABBA: every other round runs the targets backwards.
+        order=("${TARGETS[@]}")
+        if ((round % 2 == 0)); then
+            order=()
+            for ((i = ${#TARGETS[@]} - 1; i >= 0; i--)); do order+=("${TARGETS[$i]}"); done
+        fi
+        for target in "${order[@]}"; do
             measure "$scenario" "$target" "$round"
         done
     done
@@ -624,19 +656,22 @@ awk -F'\t' -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
     # a - b with a sign, or "NA" when either is missing.
     function diff(a, b) { return (a == "NA" || b == "NA") ? "NA" : sprintf("%+.2f", a - b) }
     END {
-        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | sidecar CPU µs/req | peak RSS (MiB) | sidecar peak RSS (MiB) | +p50 vs direct (ms) | errors | other CPU % (max) |"
-        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        ns = split("A B", S, " "); nt = split("direct sluice sluice+sidecar nginx", T, " ")
+        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | CPU / nginx | sidecar CPU µs/req | peak RSS (MiB) | sidecar peak RSS (MiB) | +p50 vs direct (ms) | errors | other CPU % (max) |"
+        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        ns = split("A B", S, " "); nt = split("direct sluice sluice+sidecar nginx haproxy", T, " ")
         for (s = 1; s <= ns; s++) {
             base = median(L[S[s] SUBSEP "direct" SUBSEP "p50"])
+            ncpu = median(L[S[s] SUBSEP "nginx" SUBSEP "cpu"])
             for (t = 1; t <= nt; t++) {
                 key = S[s] SUBSEP T[t]
                 p50 = median(L[key SUBSEP "p50"])
                 delta = (T[t] == "direct" || p50 == "NA" || base == "NA") ? "" : sprintf("%+.2f", p50 - base)
                 sc = (T[t] == "sluice+sidecar")
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", (S[s] == "A" ? ta : tb), T[t],
+                cpu = median(L[key SUBSEP "cpu"])
+                ratio = (cpu == "NA" || ncpu == "NA" || ncpu + 0 == 0) ? "NA" : cpu / ncpu
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", (S[s] == "A" ? ta : tb), T[t],
                     fmt(median(L[key SUBSEP "rps"]), "%.0f"), fmt(p50, "%.2f"),
-                    fmt(median(L[key SUBSEP "p99"]), "%.2f"), fmt(median(L[key SUBSEP "cpu"]), "%.1f"),
+                    fmt(median(L[key SUBSEP "p99"]), "%.2f"), fmt(cpu, "%.1f"), fmt(ratio, "%.2f×"),
                     (sc ? fmt(median(L[key SUBSEP "sccpu"]), "%.1f") : ""),
                     (rss[key] == "-" ? "–" : rss[key]),
                     (sc ? (scrss[key] == "-" ? "–" : scrss[key]) : ""),
@@ -656,7 +691,8 @@ awk -F'\t' -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
     }
 ' "$RESULTS"
 echo
-echo "CPU µs/req: the proxy process's utime+stime per completed request (nginx: master + worker; sluice+sidecar: the gateway alone)."
+echo "CPU µs/req: the proxy process's utime+stime per completed request (nginx: master + worker; haproxy: its one process; sluice+sidecar: the gateway alone)."
+echo "CPU / nginx: that figure over nginx's in the same run (the goal for sluice is at most 0.8×)."
 echo "sidecar CPU µs/req, sidecar peak RSS: the sidecar in the path (A: the one before the 0 ms upstream, B: before the ${SLOW_DELAY_MS} ms one)."
 echo "sidecar hop: sluice+sidecar minus sluice (medians); the sidecar also probes its upstream's readiness once a second, counted in its CPU."
 echo "Peak RSS: VmHWM since start (nginx: the worker). errors: non-2xx responses + socket/transport errors, all rounds."
@@ -664,7 +700,7 @@ echo "other CPU: the most CPU (share of all cores) that processes outside this b
 echo "CPU µs/req is counted in ${CLK_TCK} Hz ticks: ± one tick per run, which matters for scenario B's few hundred requests per run."
 
 # Anything the proxies logged at warn or above is worth a look.
-for f in "$TMP/sluice.log" "$TMP/sidecar-fast.log" "$TMP/sidecar-slow.log" "$NGINX_DIR/error.log" \
+for f in "$TMP/sluice.log" "$TMP/sidecar-fast.log" "$TMP/sidecar-slow.log" "$NGINX_DIR/error.log" "$TMP/haproxy.log" \
     "$TMP/upstream-fast.log" "$TMP/upstream-slow.log"; do
     if [[ -s $f ]]; then
         echo
