@@ -433,3 +433,62 @@ async fn http2_rapid_reset_is_cut_off_and_leaves_nothing_behind() {
     let r = send(client().get(gw.url("/after"))).await;
     assert_eq!(r.status(), 200);
 }
+
+/// HTTP/2 control-frame floods (PING and SETTINGS, each of which asks for
+/// an answer) from a client that never reads the answers: the gateway must
+/// not buffer answers without bound, and must keep serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_ping_and_settings_floods_are_bounded() {
+    use support::h2frames::{frame, PING, PREFACE, SETTINGS};
+    let pod = upstream().await;
+    let gw = gateway_with(&pod, "requestTimeout", "5s").await;
+    let rss = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = rss();
+    for kind in [PING, SETTINGS] {
+        let mut tcp = TcpStream::connect(gw.gateway.data_addr()).await.unwrap();
+        let mut hello = PREFACE.to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        tcp.write_all(&hello).await.unwrap();
+        let one = match kind {
+            PING => frame(PING, 0, 0, &[7; 8]),
+            _ => frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]), // MAX_CONCURRENT_STREAMS 100
+        };
+        let burst: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * 10_000)
+            .collect();
+        // Up to 200 000 frames (about 3 MiB), never reading an answer: the
+        // writes stall once the gateway stops reading, or fail once it closes.
+        let mut sent = 0usize;
+        for _ in 0..20 {
+            match tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&burst)).await {
+                Ok(Ok(())) => sent += 10_000,
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        assert!(
+            sent < 4_000_000,
+            "the gateway took every frame of kind {kind} without its answers being read"
+        );
+        // Meanwhile, another client is served at once.
+        let r = tokio::time::timeout(Duration::from_secs(2), send(client().get(gw.url("/ok"))))
+            .await
+            .expect("another client waits on the flood");
+        assert_eq!(r.status(), 200, "after {sent} frames of kind {kind}");
+    }
+    let grown_kib = rss().saturating_sub(before);
+    assert!(
+        grown_kib < 32 << 10,
+        "the gateway grew by {grown_kib} KiB answering frames nobody reads"
+    );
+}

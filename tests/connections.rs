@@ -148,27 +148,9 @@ async fn an_idle_http2_connection_gets_goaway_a_busy_one_does_not() {
     assert_eq!(timeouts(&metrics(&gw).await, "idle"), Some(1.0));
 }
 
-/// An HTTP/2 frame: its type, flags and stream, and payload.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = (payload.len() as u32).to_be_bytes();
-    let mut frame = vec![len[1], len[2], len[3], kind, flags];
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// HPACK literal (without indexing) of a static table name, e.g. :path.
-fn literal(name_index: u8, value: &str) -> Vec<u8> {
-    let mut field = vec![name_index, value.len() as u8];
-    field.extend_from_slice(value.as_bytes());
-    field
-}
-
 #[tokio::test]
 async fn an_http2_client_that_stops_answering_pings_is_closed_while_busy() {
-    const SETTINGS: u8 = 4;
-    const PING: u8 = 6;
-    const HEADERS: u8 = 1;
+    use support::h2frames::{frame, literal, HEADERS, PING, PREFACE, SETTINGS};
     let pod = upstream().await;
     let gw = gateway(
         &pod,
@@ -180,7 +162,7 @@ async fn an_http2_client_that_stops_answering_pings_is_closed_while_busy() {
     let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
     block.extend(literal(4, "/slow?ms=20000"));
     block.extend(literal(1, HOST));
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut hello = PREFACE.to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[]));
     hello.extend(frame(HEADERS, 0x4 | 0x1, 1, &block)); // END_HEADERS | END_STREAM
     tcp.write_all(&hello).await.unwrap();

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod config;
 pub mod fake_kube;
+pub mod h2frames;
 pub mod process;
 pub mod upstream;
 pub mod webhook;
