@@ -182,5 +182,23 @@ fn pods_for(load: f64) -> f64 {
     (load - 1e-6).ceil().max(0.0)
 }
 
+/// The tutorial's service with Knative's defaults (1 to 8 replicas, target
+/// 1): where the table tests of the decision and of the scaler start.
+#[cfg(test)]
+pub(crate) fn tutorial_spec() -> Spec {
+    Spec {
+        min_replicas: 1,
+        max_replicas: 8,
+        target: 1.0,
+        metric: ScaleMetric::Concurrency,
+        stable_window: Duration::from_secs(60),
+        panic_window: Duration::from_secs(6),
+        panic_threshold: 2.0,
+        max_scale_up_rate: 1000.0,
+        max_scale_down_rate: 2.0,
+        scale_to_zero_grace: Duration::from_secs(30),
+    }
+}
+
 #[cfg(test)]
 mod tests;

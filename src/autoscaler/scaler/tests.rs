@@ -1,22 +1,8 @@
 //! Table-driven cases and minutes of simulated seconds, in milliseconds.
 
 use super::*;
-use crate::config::ScaleMetric;
 
-fn spec() -> Spec {
-    Spec {
-        min_replicas: 1,
-        max_replicas: 8,
-        target: 1.0,
-        metric: ScaleMetric::Concurrency,
-        stable_window: Duration::from_secs(60),
-        panic_window: Duration::from_secs(6),
-        panic_threshold: 2.0,
-        max_scale_up_rate: 1000.0,
-        max_scale_down_rate: 2.0,
-        scale_to_zero_grace: Duration::from_secs(30),
-    }
-}
+use crate::autoscaler::decide::tutorial_spec as spec;
 
 fn min(min_replicas: u32) -> Spec {
     Spec {
