@@ -359,6 +359,13 @@ async fn what_check_accepts_runs_and_a_reload_of_anything_else_keeps_serving() {
         "each bad version parsed once:\n{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
+    // Each refusal is one log line, with the field it names.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("configuration not reloaded")
+                && line.contains("autoscaler.maxScaleDownRate")),
+        "{log}"
+    );
 }
 
 /// Exit codes by kind (issue 10): an invalid configuration is 64, a port

@@ -121,7 +121,9 @@ impl ConfigFile {
             }
             Err(e) => {
                 shared.metrics.reloaded(false);
-                error!("configuration not reloaded, the running one stays: {e}");
+                // One line, so that a line-based log collector keeps it whole.
+                let error = e.to_string().replace("\n  ", " ").replace('\n', " ");
+                error!(%error, "configuration not reloaded, the running one stays");
                 Err(e)
             }
         };
