@@ -107,10 +107,16 @@ async fn four_closed_loop_clients_are_reported_as_about_4() {
             })
         })
         .collect();
-    // Two whole seconds under load, then three readings a second apart.
-    // Real time on purpose: the readings are rates over the sidecar's own
+    // Until a whole second of the sidecar's has been under the full load,
+    // then three readings a second apart. The pause between readings is
+    // real time on purpose: the readings are rates over the sidecar's own
     // one-second windows of real requests.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    eventually(
+        Duration::from_secs(10),
+        "a whole second under load",
+        || async { sidecar.report().concurrency >= 3.6 },
+    )
+    .await;
     let mut readings = Vec::new();
     let stats_url = format!("http://{}/stats", sidecar.admin_addr);
     for _ in 0..3 {
