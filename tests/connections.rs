@@ -249,21 +249,13 @@ fn webhook_connections(first_byte: Duration, tls_handshake: Duration) -> Webhook
 
 #[tokio::test]
 async fn a_webhook_connection_silent_before_or_stalled_in_its_tls_handshake_is_closed() {
-    use tokio_rustls::rustls::pki_types::ServerName;
-
     // Silent: the first byte's timeout, with a long handshake bound.
     let (silent_hook, connector, _dir) =
         support::webhook::start(webhook_connections(HALF_SECOND, MINUTE)).await;
     let mut silent = TcpStream::connect(silent_hook.addr).await.unwrap();
     closed_within(&mut silent, CLOSED_WITHIN, "a silent webhook connection").await;
     // A real client still gets through.
-    let tcp = TcpStream::connect(silent_hook.addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let stream = connector.connect(name, tcp).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let mut sender = support::webhook::https(silent_hook.addr, &connector).await;
     let request = http::Request::get("/healthz")
         .header("host", "localhost")
         .body(Empty::<bytes::Bytes>::new())

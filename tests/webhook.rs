@@ -187,19 +187,11 @@ fn malformed_input_is_rejected_not_a_crash() {
 #[tokio::test]
 async fn the_webhook_serves_https() {
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
-    use tokio_rustls::rustls::pki_types::ServerName;
 
     let (webhook, connector, _dir) = support::webhook::start(Default::default()).await;
 
     for (body, status) in [(fixture().to_string(), 200), ("{broken".to_string(), 400)] {
-        let tcp = tokio::net::TcpStream::connect(webhook.addr).await.unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let stream = connector.connect(name, tcp).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let mut sender = support::webhook::https(webhook.addr, &connector).await;
         let request = http::Request::post("/mutate")
             .header("host", "localhost")
             .header("content-type", "application/json")

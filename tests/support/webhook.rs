@@ -42,3 +42,23 @@ pub async fn start(connections: WebhookConnections) -> (Webhook, TlsConnector, t
         .with_no_client_auth();
     (webhook, TlsConnector::from(Arc::new(config)), dir)
 }
+
+/// An HTTP/1.1 client connection over TLS to the webhook at `addr`, as
+/// `localhost` (the name in its certificate).
+pub async fn https<B>(
+    addr: std::net::SocketAddr,
+    connector: &TlsConnector,
+) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(connection);
+    sender
+}
