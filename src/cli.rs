@@ -116,6 +116,10 @@ pub struct SidecarArgs {
     /// On SIGTERM: exit after this long, whatever is in flight.
     #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// Threads serving the data port. One carries tens of thousands of
+    /// requests a second, more than one model container answers.
+    #[arg(long, env = "SLUICE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
 }
 
 #[derive(Debug, clap::Args)]

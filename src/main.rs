@@ -36,7 +36,8 @@ impl Failure {
         match self {
             Failure::InvalidConfig(_) => exit::INVALID_CONFIG,
             Failure::Serve(ServeError::Listen { .. }) => exit::CANNOT_LISTEN,
-            Failure::Serve(ServeError::Signals(_)) | Failure::Runtime(_) => exit::INTERNAL,
+            Failure::Serve(ServeError::Signals(_) | ServeError::Worker { .. })
+            | Failure::Runtime(_) => exit::INTERNAL,
             Failure::Status(_) => exit::UNREADABLE,
         }
     }
@@ -97,7 +98,7 @@ fn run(command: Command) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let runtime = tokio::runtime::Runtime::new().map_err(Failure::Runtime)?;
+    let runtime = runtime_for(&command).map_err(Failure::Runtime)?;
     runtime.block_on(async {
         match command {
             Command::Check { .. } => Ok(()),
@@ -121,6 +122,21 @@ fn run(command: Command) -> Result<(), Failure> {
     })
 }
 
+/// The gateway and the sidecar serve their data port on worker threads of
+/// their own (`server::Workers`); their main thread runs worker 0 and the
+/// control plane on a current-thread runtime. The other commands use
+/// tokio's multi-threaded runtime.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    match command {
+        Command::Gateway { .. } | Command::Sidecar(_) => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        _ => tokio::runtime::Runtime::new(),
+    }
+}
+
 fn sidecar_options(args: SidecarArgs) -> sluice::sidecar::SidecarOptions {
     sluice::sidecar::SidecarOptions {
         listen: args.listen,
@@ -133,6 +149,7 @@ fn sidecar_options(args: SidecarArgs) -> sluice::sidecar::SidecarOptions {
         readiness_path: args.readiness_path,
         drain_period: args.drain_period,
         drain_timeout: args.drain_timeout,
+        workers: args.workers,
     }
 }
 

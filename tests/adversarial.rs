@@ -86,6 +86,7 @@ async fn the_sidecar_also_blames_a_broken_body_on_the_client() {
         readiness_path: "/ready".into(),
         drain_period: Duration::ZERO,
         drain_timeout: Duration::from_secs(1),
+        workers: 1,
     })
     .await
     .unwrap();

@@ -426,3 +426,91 @@ async fn with_few_file_descriptors_the_default_bound_stops_accepting_before_they
     })
     .await;
 }
+
+// --- workers: one port, one bound and one set of limits for all ---
+
+/// A request on a connection of its own, answered and closed.
+async fn one_request(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {HOST}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = closed_within(&mut stream, MINUTE, path).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn several_workers_serve_one_port_under_one_containerconcurrency() {
+    let pod = upstream().await;
+    let yaml = format!(
+        "gateway:\n  connections: {{ workers: 4 }}\n{}",
+        one_service(&[&pod], "    containerConcurrency: 1\n")
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.gateway.data_addr();
+    // Forty connections at once, spread by the kernel over four sockets.
+    let answers =
+        futures::future::join_all((0..40).map(|_| one_request(addr, "/slow?ms=10"))).await;
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert_eq!(pod.hits(), 40);
+    assert_eq!(pod.peak(), 1, "containerConcurrency 1 holds across workers");
+}
+
+#[tokio::test]
+async fn the_connection_bound_holds_for_all_workers_together() {
+    let pod = upstream().await;
+    let gw = gateway(&pod, "workers: 3, maxConnections: 6, firstByteTimeout: 60s").await;
+    let addr = gw.gateway.data_addr();
+    let open = "sluice_open_connections{listener=\"data\"}";
+    let mut first = silent_connections(addr, 12).await;
+    eventually(CLOSED_WITHIN, "6 connections open", || async {
+        metric(&metrics(&gw).await, open) == Some(6.0)
+    })
+    .await;
+    tokio::time::sleep(HALF_SECOND).await;
+    let text = metrics(&gw).await;
+    assert_eq!(metric(&text, open), Some(6.0), "never more than the bound");
+    let reached = "sluice_connection_limit_reached_total{listener=\"data\"}";
+    assert!(metric(&text, reached) >= Some(1.0), "{text}");
+
+    // Whichever workers the served ones were on, the waiting ones get their
+    // slots when they close.
+    let second = first.split_off(6);
+    drop(first);
+    tokio::time::sleep(HALF_SECOND).await;
+    eventually(CLOSED_WITHIN, "the other 6 served", || async {
+        metric(&metrics(&gw).await, open) == Some(6.0)
+    })
+    .await;
+    drop(second);
+    eventually(CLOSED_WITHIN, "no connection open", || async {
+        metric(&metrics(&gw).await, open) == Some(0.0)
+    })
+    .await;
+    let answer = one_request(addr, "/").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn the_binary_runs_one_thread_per_worker() {
+    let pod = upstream().await;
+    let yaml = format!(
+        "gateway:\n  connections: {{ workers: 3 }}\n{}",
+        one_service(&[&pod], "")
+    );
+    let gw = GatewayProcess::start(&yaml);
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    for worker in ["sluice-worker-1", "sluice-worker-2"] {
+        assert!(names.iter().any(|n| n == worker), "{names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "sluice-worker-3"), "{names:?}");
+    for _ in 0..10 {
+        let answer = one_request(gw.data, "/").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}

@@ -48,6 +48,7 @@ async fn prometheus_scrapes_the_gateway_and_a_sidecar() {
         readiness_path: "/ready".into(),
         drain_period: Duration::ZERO,
         drain_timeout: Duration::from_secs(5),
+        workers: 1,
     })
     .await
     .unwrap();

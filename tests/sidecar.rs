@@ -24,6 +24,7 @@ fn options(upstream: std::net::SocketAddr, container_concurrency: usize) -> Side
         readiness_path: "/ready".into(),
         drain_period: Duration::from_millis(500),
         drain_timeout: Duration::from_secs(10),
+        workers: 2,
     }
 }
 

@@ -77,6 +77,7 @@ pub const IDLE_TIMEOUT: Bounds<Duration> = between(MS, DAY);
 pub const HTTP2_KEEP_ALIVE_INTERVAL: Bounds<Duration> = between(MS, DAY);
 pub const HTTP2_KEEP_ALIVE_TIMEOUT: Bounds<Duration> = between(MS, HOUR);
 pub const MAX_CONNECTIONS: Bounds<u64> = between(1, 1_000_000);
+pub const WORKERS: Bounds<u64> = between(1, 1024);
 
 // Local replicas.
 pub const STARTUP_TIMEOUT: Bounds<Duration> = between(MS, DAY);

@@ -101,6 +101,10 @@ pub struct ConnectionSettings {
     /// new ones wait in the listen backlog. Unset: 10 000, or fewer if the
     /// open file limit cannot hold that many.
     pub max_connections: Option<usize>,
+    /// Threads that serve the data listener, each with its own event loop
+    /// and its own socket on the port (SO_REUSEPORT), like nginx's worker
+    /// processes. Unset: one per core the process may use.
+    pub workers: Option<usize>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -298,6 +302,7 @@ impl Default for ConnectionSettings {
             // hyper's (and gRPC's) default.
             http2_keep_alive_timeout: Dur(Duration::from_secs(20)),
             max_connections: None,
+            workers: None,
         }
     }
 }

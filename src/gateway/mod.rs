@@ -9,7 +9,6 @@ pub use crate::shared::Shared;
 
 use crate::config::{Config, ConfigError};
 use crate::server;
-use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,8 +17,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
 
 /// A running gateway.
@@ -30,7 +27,7 @@ pub struct Gateway {
     admin_addr: SocketAddr,
     config_file: Option<Arc<ConfigFile>>,
     stop: watch::Sender<bool>,
-    data_server: JoinHandle<()>,
+    data_server: server::Workers,
     admin_server: JoinHandle<()>,
     watcher: Option<JoinHandle<()>>,
     inference_services: Option<JoinHandle<()>>,
@@ -47,10 +44,10 @@ impl Gateway {
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<Gateway, StartError> {
-        let data = server::listen(config.listen).await?;
         let admin = server::listen(config.admin).await?;
-        let (data_addr, admin_addr) = (local_addr(&data), local_addr(&admin));
+        let admin_addr = local_addr(&admin);
         let gateway_settings = config.gateway.clone();
+        let config_listen = config.listen;
         let names: Vec<String> = config
             .services
             .iter()
@@ -83,25 +80,22 @@ impl Gateway {
         let (data_options, admin_options) =
             server::data_and_admin(&gateway_settings, &shared.metrics.connections);
         let data_proxy = shared.proxy.clone();
-        let data_server = tokio::spawn(server::serve(
-            data,
+        let workers =
+            (gateway_settings.connections.workers).unwrap_or_else(server::default_workers);
+        let data_server = server::Workers::start(
+            config_listen,
+            workers,
             data_options,
-            // Per connection: request ids around the proxy.
             move |peer: SocketAddr| {
                 let proxy = data_proxy.clone();
-                let service = ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                    .layer(PropagateRequestIdLayer::x_request_id())
-                    .service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        async move {
-                            Ok::<_, Infallible>(crate::proxy::proxy(proxy, peer.ip(), req).await)
-                        }
-                    });
-                TowerToHyperService::new(service)
+                hyper::service::service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(crate::proxy::proxy(proxy, peer.ip(), req).await) }
+                })
             },
             stopped.clone(),
-        ));
+        )?;
+        let data_addr = data_server.addr();
         let admin_shared = shared.clone();
         let admin_server = tokio::spawn(server::serve(
             admin,
@@ -126,7 +120,7 @@ impl Gateway {
                 reload::watch_file(shared.clone(), file.clone(), stopped.clone())
             }))
         });
-        info!(listen = %data_addr, admin = %admin_addr, services = ?names, "sluice gateway started");
+        info!(listen = %data_addr, admin = %admin_addr, workers = data_server.count(), services = ?names, "sluice gateway started");
         Ok(Gateway {
             shared,
             data_addr,
@@ -172,11 +166,9 @@ impl Gateway {
         {
             task.abort();
         }
-        let drained = tokio::time::timeout(grace, async {
-            let _ = self.data_server.await;
-        })
-        .await
-        .is_ok();
+        let drained = tokio::time::timeout(grace, self.data_server.finished())
+            .await
+            .is_ok();
         // Requests are done (or out of time): now stop every local replica,
         // so that no child process outlives the gateway.
         let stop_grace = grace.max(Duration::from_secs(10));

@@ -8,10 +8,12 @@
 mod body;
 mod error;
 mod headers;
+pub mod request_id;
 
 pub use self::body::{Completion, ResponseBody};
 pub use self::error::{ProxyError, SLUICE_ERROR, SLUICE_HELD_MS};
 pub use self::headers::{add_forwarding, headers_size, remove_hop_by_hop};
+pub use self::request_id::X_REQUEST_ID;
 
 use crate::config::GatewaySettings;
 use crate::pods::{AdmitError, Lease, Pod};
@@ -59,13 +61,14 @@ impl Proxy {
     }
 }
 
-/// Serves one request from a client at `client_ip`.
+/// Serves one request from a client at `client_ip`: the gateway's handler.
 pub async fn proxy(
     proxy: Arc<Proxy>,
     client_ip: IpAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    let id = request_id::ensure(req.headers_mut());
     let routed = request_host(&req).and_then(|host| {
         let routes = proxy.routes.load();
         let host_name = host.as_ref().and_then(|h| h.to_str().ok());
@@ -77,19 +80,37 @@ pub async fn proxy(
             }),
         }
     });
-    let (service, host) = match routed {
-        Ok(routed) => routed,
+    let mut response = match routed {
+        Ok((service, host)) => proxy_to(&proxy, service, client_ip, host, req, started).await,
         Err(error) => {
             proxy.unrouted.inc();
             debug!(%error, "no route");
-            return ResponseBody::refusal(error, None);
+            ResponseBody::refusal(error, None)
         }
     };
-    proxy_to(&proxy, service, client_ip, host, req, started).await
+    request_id::propagate(response.headers_mut(), id);
+    response
 }
 
-/// Serves one request for a known service (the sidecar has exactly one).
-pub async fn proxy_to(
+/// Serves one request for the one service a sidecar has: the sidecar's handler.
+pub async fn proxy_service(
+    proxy: &Proxy,
+    service: Arc<Service>,
+    client_ip: IpAddr,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let id = request_id::ensure(req.headers_mut());
+    let mut response = match request_host(&req) {
+        Ok(host) => proxy_to(proxy, service, client_ip, host, req, started).await,
+        Err(error) => refuse(service, error, started),
+    };
+    request_id::propagate(response.headers_mut(), id);
+    response
+}
+
+/// Serves one request for a known service.
+async fn proxy_to(
     proxy: &Proxy,
     service: Arc<Service>,
     client_ip: IpAddr,
@@ -160,7 +181,9 @@ async fn forward(
             .await
         {
             Some(connection) => (connection, true),
-            None => match connect(pod.authority(), limits.connect_timeout.0).await {
+            // Boxed: a new connection is the rare case, and its future is
+            // large; inline, every request's future would carry its size.
+            None => match Box::pin(connect(pod.authority(), limits.connect_timeout.0)).await {
                 Ok(connection) => (connection, false),
                 // Nothing of the request was sent: try once more, on another pod.
                 Err(error) if !retried_elsewhere => {

@@ -5,9 +5,11 @@
 //! condition lasts; retrying at once spins a core and writes a line per
 //! try. As tokio's and nginx's loops do, sluice waits before the next try
 //! (5 ms, doubling to 1 s, back to 5 ms after a success) and logs at most
-//! once a second, with the count of the failures it did not log.
+//! once a second, with the count of the failures it did not log. The
+//! workers of one listener share that once a second.
 
 use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -27,7 +29,7 @@ pub struct RateLimit {
 #[derive(Debug)]
 pub struct AcceptBackoff {
     next: Duration,
-    log: RateLimit,
+    log: Arc<Mutex<RateLimit>>,
 }
 
 /// A failure to report now.
@@ -82,21 +84,30 @@ impl RateLimit {
 
 impl Default for AcceptBackoff {
     fn default() -> Self {
-        AcceptBackoff {
-            next: FIRST_DELAY,
-            log: RateLimit::new(LOG_EVERY),
-        }
+        AcceptBackoff::sharing(AcceptBackoff::log())
     }
 }
 
 impl AcceptBackoff {
+    /// A log allowance to share among the accept loops of one listener.
+    pub fn log() -> Arc<Mutex<RateLimit>> {
+        Arc::new(Mutex::new(RateLimit::new(LOG_EVERY)))
+    }
+
+    /// A backoff of its own that logs under the shared allowance `log`.
+    pub fn sharing(log: Arc<Mutex<RateLimit>>) -> Self {
+        AcceptBackoff {
+            next: FIRST_DELAY,
+            log,
+        }
+    }
+
     /// An accept failed at `now`: how long to wait before the next, and
     /// whether to log this failure.
     pub fn failed(&mut self, now: Instant) -> (Duration, Option<Report>) {
         let delay = self.next;
         self.next = (self.next * 2).min(MAX_DELAY);
-        let report = self
-            .log
+        let report = (self.log.lock().unwrap_or_else(PoisonError::into_inner))
             .allow(now)
             .map(|held_back| Report { held_back, delay });
         (delay, report)
@@ -145,6 +156,27 @@ mod tests {
             .expect("a report a second on");
         assert_eq!(report.held_back, 199);
         assert_eq!(report.delay, MAX_DELAY);
+    }
+
+    #[test]
+    fn the_accept_loops_of_one_listener_report_once_a_second_together() {
+        let t0 = Instant::now();
+        let log = AcceptBackoff::log();
+        let mut loops = [
+            AcceptBackoff::sharing(log.clone()),
+            AcceptBackoff::sharing(log),
+        ];
+        let reports = (0..400u32)
+            .filter(|i| {
+                loops[*i as usize % 2]
+                    .failed(t0 + (i / 2) * 5 * MS)
+                    .1
+                    .is_some()
+            })
+            .count();
+        assert_eq!(reports, 1, "two loops failing for one second: one report");
+        let report = loops[1].failed(t0 + 1000 * MS).1.expect("a second on");
+        assert_eq!(report.held_back, 399);
     }
 
     #[tokio::test(start_paused = true)]

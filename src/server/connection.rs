@@ -145,7 +145,9 @@ async fn serve_http<I, S, B>(
     tokio::pin!(connection);
     let mut stopping = false;
     loop {
+        // The connection first: it is what wakes this task nearly every time.
         tokio::select! {
+            biased;
             ended = connection.as_mut() => {
                 if let Err(error) = ended {
                     debug!(%peer, %error, "connection ended with an error");

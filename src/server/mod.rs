@@ -7,8 +7,10 @@ mod accept;
 mod connection;
 mod files;
 mod lifecycle;
+mod workers;
 
 pub use self::files::raise_open_file_limit;
+pub use self::workers::{default_workers, Workers};
 
 use self::accept::{AcceptBackoff, RateLimit};
 use self::connection::Slot;
@@ -22,7 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -42,6 +44,11 @@ pub enum ServeError {
     },
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start worker thread {index}: {source}")]
+    Worker {
+        index: usize,
+        source: std::io::Error,
+    },
 }
 
 /// A listener on `addr`.
@@ -220,11 +227,58 @@ fn builder(
 
 /// Serves connections until `stop` turns true, then waits for the open
 /// connections to finish their requests (HTTP/1 closes after the current
-/// response; HTTP/2 sends GOAWAY). At its bound of open connections the
-/// listener stops accepting, and new connections wait in its backlog.
+/// response; HTTP/2 sends GOAWAY).
 pub async fn serve<S, B, F>(
     listener: TcpListener,
     options: ServeOptions,
+    make_service: F,
+    stop: watch::Receiver<bool>,
+) where
+    F: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    accept_loop(listener, &Bound::new(&options), make_service, stop).await;
+}
+
+/// A listener's bound on open connections and what its connections share;
+/// one for all the sockets (workers) of a listener.
+#[derive(Clone)]
+struct Bound {
+    name: &'static str,
+    limit: u32,
+    slots: Arc<Semaphore>,
+    listening: Arc<Listening>,
+    /// The listener's log allowances, so that its workers together log
+    /// accept failures and the bound at most as often as one would.
+    accept_log: Arc<Mutex<RateLimit>>,
+    limit_log: Arc<Mutex<RateLimit>>,
+}
+
+impl Bound {
+    fn new(options: &ServeOptions) -> Self {
+        let limit = options.slots();
+        Bound {
+            name: options.name,
+            limit,
+            slots: Arc::new(Semaphore::new(limit as usize)),
+            listening: Arc::new(options.listening()),
+            accept_log: AcceptBackoff::log(),
+            limit_log: Arc::new(Mutex::new(RateLimit::new(LIMIT_LOG_EVERY))),
+        }
+    }
+}
+
+/// Accepts on one socket until `stop`, then waits until every connection
+/// under `bound` is closed. At the bound, an accepted connection waits for
+/// a slot, unread, and the next ones wait in the socket's backlog.
+async fn accept_loop<S, B, F>(
+    listener: TcpListener,
+    bound: &Bound,
     make_service: F,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -236,17 +290,50 @@ pub async fn serve<S, B, F>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let (name, limit) = (options.name, options.slots());
-    let listening = Arc::new(options.listening());
-    let slots = Arc::new(Semaphore::new(limit as usize));
-    let mut backoff = AcceptBackoff::default();
-    let mut at_limit = RateLimit::new(LIMIT_LOG_EVERY);
+    let Bound {
+        name,
+        limit,
+        slots,
+        listening,
+        accept_log,
+        limit_log,
+    } = bound;
+    let mut backoff = AcceptBackoff::sharing(accept_log.clone());
     loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped(&mut stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
+            Err(error) if accept::of_one_connection(&error) => {
+                debug!(listener = name, %error, "a connection was gone before it was accepted");
+                continue;
+            }
+            Err(error) => {
+                listening.metrics.accept_failed();
+                let (delay, report) = backoff.failed(Instant::now());
+                if let Some(report) = report {
+                    warn!(listener = name, %error, ?delay, not_logged = report.held_back,
+                        "accept failed; backing off");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped(&mut stop) => break,
+                }
+                continue;
+            }
+        };
         let permit = match slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 listening.metrics.limit_reached();
-                if let Some(held_back) = at_limit.allow(Instant::now()) {
+                let report = (limit_log.lock().unwrap_or_else(PoisonError::into_inner))
+                    .allow(Instant::now());
+                if let Some(held_back) = report {
                     warn!(
                         listener = name,
                         limit,
@@ -260,44 +347,20 @@ pub async fn serve<S, B, F>(
                 }
             }
         };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped(&mut stop) => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff.succeeded();
-                let _ = stream.set_nodelay(true);
-                let slot = Slot::new(permit, listening.clone());
-                tokio::spawn(connection::run(
-                    stream,
-                    peer,
-                    make_service(peer),
-                    slot,
-                    stop.clone(),
-                ));
-            }
-            Err(error) if accept::of_one_connection(&error) => {
-                debug!(listener = name, %error, "a connection was gone before it was accepted");
-            }
-            Err(error) => {
-                listening.metrics.accept_failed();
-                let (delay, report) = backoff.failed(Instant::now());
-                if let Some(report) = report {
-                    warn!(listener = name, %error, ?delay, not_logged = report.held_back,
-                        "accept failed; backing off");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stopped(&mut stop) => break,
-                }
-            }
-        }
+        let _ = stream.set_nodelay(true);
+        let slot = Slot::new(permit, listening.clone());
+        tokio::spawn(connection::run(
+            stream,
+            peer,
+            make_service(peer),
+            slot,
+            stop.clone(),
+        ));
     }
     drop(listener);
     // Every connection watches `stop` and closes gracefully; each holds a
     // slot until it is gone.
-    let _ = slots.acquire_many(limit).await;
+    let _ = slots.acquire_many(*limit).await;
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

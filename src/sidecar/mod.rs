@@ -20,7 +20,6 @@ use crate::server::ServeError;
 use crate::service::Service;
 use crate::shared::LiveMetrics;
 use arc_swap::ArcSwap;
-use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::info;
 
 /// Why a sidecar could not start.
@@ -63,6 +60,8 @@ pub struct SidecarOptions {
     pub drain_period: Duration,
     /// After SIGTERM: exit after this long whatever is still in flight.
     pub drain_timeout: Duration,
+    /// Threads serving the data port (`server::Workers`).
+    pub workers: usize,
 }
 
 /// A running sidecar.
@@ -73,6 +72,7 @@ pub struct Sidecar {
     stats: Arc<Stats>,
     draining: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
+    data_server: crate::server::Workers,
     tasks: Vec<JoinHandle<()>>,
     drain_period: Duration,
 }
@@ -80,9 +80,8 @@ pub struct Sidecar {
 impl Sidecar {
     pub async fn start(options: SidecarOptions) -> Result<Sidecar, SidecarError> {
         let config = options.config()?;
-        let data = crate::server::listen(options.listen).await?;
         let admin = crate::server::listen(options.admin).await?;
-        let (data_addr, admin_addr) = (data.local_addr().unwrap(), admin.local_addr().unwrap());
+        let admin_addr = admin.local_addr().unwrap();
         let gateway_settings = config.gateway.clone();
         // One service over one pod: no Kubernetes client, no autoscaler.
         let routes = Arc::new(ArcSwap::from_pointee(
@@ -105,39 +104,29 @@ impl Sidecar {
         let model_ready = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = watch::channel(false);
 
-        let data_task = {
+        let data_server = {
             let (proxy, service, stats) = (proxy.clone(), service.clone(), stats.clone());
-            tokio::spawn(crate::server::serve(
-                data,
+            let workers = gateway_settings.connections.workers.unwrap_or(1);
+            crate::server::Workers::start(
+                options.listen,
+                workers,
                 data_options,
                 move |peer: SocketAddr| {
                     let (proxy, service, stats) = (proxy.clone(), service.clone(), stats.clone());
-                    let handler = ServiceBuilder::new()
-                        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                        .layer(PropagateRequestIdLayer::x_request_id())
-                        .service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                            let (proxy, service) = (proxy.clone(), service.clone());
-                            stats.arrived();
-                            async move {
-                                let started = std::time::Instant::now();
-                                let response = match crate::proxy::request_host(&req) {
-                                    Ok(host) => {
-                                        let client = peer.ip();
-                                        crate::proxy::proxy_to(
-                                            &proxy, service, client, host, req, started,
-                                        )
-                                        .await
-                                    }
-                                    Err(error) => crate::proxy::refuse(service, error, started),
-                                };
-                                Ok::<_, Infallible>(response)
-                            }
-                        });
-                    TowerToHyperService::new(handler)
+                    hyper::service::service_fn(move |req| {
+                        let (proxy, service) = (proxy.clone(), service.clone());
+                        stats.arrived();
+                        async move {
+                            let response =
+                                crate::proxy::proxy_service(&proxy, service, peer.ip(), req).await;
+                            Ok::<_, Infallible>(response)
+                        }
+                    })
                 },
                 stopped.clone(),
-            ))
+            )?
         };
+        let data_addr = data_server.addr();
         let admin_task = tokio::spawn(crate::server::serve(
             admin,
             admin_options,
@@ -179,7 +168,8 @@ impl Sidecar {
             stats,
             draining,
             stop,
-            tasks: vec![data_task, admin_task, stats_task, probe_task],
+            data_server,
+            tasks: vec![admin_task, stats_task, probe_task],
             drain_period: options.drain_period,
         })
     }
@@ -209,6 +199,7 @@ impl Sidecar {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.data_server.finished()).await;
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -238,6 +229,7 @@ impl SidecarOptions {
         gateway.queue_depth = self.queue_depth.unwrap_or(cc.saturating_mul(10).max(10));
         gateway.queue_timeout = Dur(self.queue_timeout);
         gateway.request_timeout = Dur(self.request_timeout);
+        gateway.connections.workers = Some(self.workers);
         config.validated()
     }
 }

@@ -1,10 +1,16 @@
 //! A pod's idle connections, and opening new ones.
+//!
+//! A connection's I/O is driven by a task on the runtime of the thread that
+//! opened it. Each gateway worker thread has a runtime of its own, so a
+//! connection is only taken again on the thread that opened it: used from
+//! another, every request and response would wake a thread across cores.
 
 use super::RequestBody;
 use http::uri::Authority;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::sync::{Mutex, PoisonError};
+use std::thread::ThreadId;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -20,15 +26,32 @@ pub struct ConnectError(String);
 /// The idle connections of one pod, most recently used last.
 #[derive(Debug, Default)]
 pub struct Connections {
-    idle: Mutex<Vec<(Connection, Instant)>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    connection: Connection,
+    since: Instant,
+    /// The thread whose runtime drives the connection.
+    thread: ThreadId,
 }
 
 impl Connections {
     /// The most recently used idle connection that is still open and was not
     /// idle longer than `idle_timeout`. Older ones are closed.
     pub async fn take(&self, idle_timeout: Duration) -> Option<Connection> {
+        let here = std::thread::current().id();
         loop {
-            let (mut connection, since) = self.lock().pop()?;
+            let Idle {
+                mut connection,
+                since,
+                ..
+            } = {
+                let mut idle = self.lock();
+                let newest = idle.iter().rposition(|c| c.thread == here)?;
+                idle.remove(newest)
+            };
             if connection.is_closed() || since.elapsed() >= idle_timeout {
                 continue;
             }
@@ -46,11 +69,15 @@ impl Connections {
         }
         let now = Instant::now();
         let mut idle = self.lock();
-        idle.retain(|(c, since)| !c.is_closed() && now.duration_since(*since) < idle_timeout);
-        idle.push((connection, now));
+        idle.retain(|c| !c.connection.is_closed() && now.duration_since(c.since) < idle_timeout);
+        idle.push(Idle {
+            connection,
+            since: now,
+            thread: std::thread::current().id(),
+        });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Connection, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -73,6 +73,8 @@ pub fn validate(config: &Config) -> Vec<String> {
     ranges::HTTP2_KEEP_ALIVE_TIMEOUT.check(&at("http2KeepAliveTimeout"), ping_timeout, p);
     let max_connections = c.max_connections.map(|n| n as u64);
     ranges::MAX_CONNECTIONS.check_set(&at("maxConnections"), max_connections, p);
+    let workers = c.workers.map(|n| n as u64);
+    ranges::WORKERS.check_set(&at("workers"), workers, p);
     ranges::SHUTDOWN_GRACE_PERIOD.check(
         "gateway.shutdownGracePeriod",
         g.shutdown_grace_period.0,
