@@ -5,13 +5,17 @@
 # per run and a final markdown table of medians over the rounds, followed by
 # the cost of the sidecar hop.
 #
-#   bash benches/load.sh                      # DURATION=10s ROUNDS=2
+#   bash benches/load.sh                      # DURATION=10s ROUNDS=2, scenarios A B C
 #   DURATION=5s ROUNDS=3 bash benches/load.sh
+#   WORKERS=auto SCENARIOS="A C" bash benches/load.sh
 #
 # Scenarios
 #   A  proxy overhead: wrk -t2 -c64 --latency, GET, against a 0 ms upstream.
 #   B  the tutorial's command: hey -c 5 -m POST with a small JSON body,
 #      against an upstream that answers after 50 ms.
+#   C  many slow requests in flight: wrk -t2 -c64 --latency, GET, against the
+#      50 ms upstream (64 requests waiting at once, ~1300 req/s at most), so
+#      the proxies hold connections to the pod open while it thinks.
 # Each scenario runs ROUNDS rounds of direct -> sluice -> sluice+sidecar ->
 # nginx -> haproxy, each round in the reverse order of the one before (ABBA),
 # so machine noise (other processes, thermal, caches, drift within a round)
@@ -22,26 +26,44 @@
 #   sluice          `sluice gateway`, Host fast|slow.bench.example.com
 #   sluice+sidecar  the same gateway process, Host fastsc|slowsc.bench.example.com,
 #                   whose static backend is a `sluice sidecar` (one per
-#                   upstream, containerConcurrency unlimited) in front of the
-#                   same upstream
-#   nginx           nginx with one worker (benches/nginx.conf.template)
-#   haproxy         haproxy with one thread (benches/haproxy.cfg.template)
+#                   upstream, containerConcurrency unlimited, --workers 1: a
+#                   sidecar serves one pod) in front of the same upstream
+#   nginx           nginx (benches/nginx.conf.template)
+#   haproxy         haproxy (benches/haproxy.cfg.template)
 #
-# Measured per run: req/s, p50, p99 (from the load tool), and for the proxies
+# Measured per run: req/s, p50, p99 (from the load tool); for the proxies
 # the CPU time per request (utime+stime from /proc/PID/stat before and after;
-# nginx = master + worker) and the peak RSS (VmHWM; nginx = its worker). For
+# nginx = master + all its workers) and the peak RSS (VmHWM; nginx = the sum
+# over its workers, master excluded: with one worker, that worker's; with
+# several, an upper bound, since pages they share, such as the binary and the
+# configuration inherited from the master, count once per worker). For
 # sluice+sidecar the gateway and the sidecar in the path are measured
 # separately (columns "CPU" and "sidecar CPU"), and the summary gives the
 # sidecar hop's cost: its p50/p99 over the plain sluice row and its CPU per
 # request, next to nginx's CPU per request as a yardstick for a proxy hop.
+# For every target, including direct, the CPU per request of the upstream
+# that serves the scenario ("pod CPU": the 0 ms bench-upstream for A, the
+# 50 ms one for B and C), same method: what each proxy's way of talking to
+# the pod (connection reuse, pool size, request rewriting) costs the pod.
+#
+# Summary columns (medians over the rounds): req/s, p50, p99; CPU µs/req (the
+# proxy) and CPU / nginx (that over nginx's in the same scenario); sidecar CPU
+# µs/req; pod CPU µs/req and pod CPU / behind nginx (that over the pod's CPU
+# per request when nginx feeds it, same scenario); peak RSS and sidecar peak
+# RSS; +p50 vs direct; errors (summed over rounds); other CPU (the most that
+# processes outside the benchmark took during any round).
 #
 # Environment
 #   DURATION   length of each run, as wrk/hey take it (default 10s)
 #   ROUNDS     rounds per scenario (default 2)
 #   WARMUP     warm-up per target before measuring, 0 to skip (default 2s)
-#   SLUICE_THREADS  tokio worker threads for the sluice gateway and each
-#              sidecar (TOKIO_WORKER_THREADS); unset = tokio's default, one per
-#              core. 1 matches nginx's one worker.
+#   WORKERS    1 (default): one worker each, the sluice gateway
+#              (gateway.connections.workers: 1), nginx (worker_processes 1)
+#              and haproxy (nbthread 1). auto: one per core (nproc) each:
+#              sluice with connections.workers unset (its default: one per
+#              core it may use), nginx worker_processes N, haproxy nbthread N.
+#              The sidecars keep one worker either way.
+#   SCENARIOS  which scenarios to run, in order, from A B C (default "A B C")
 #   SKIP_BUILD 1 to use the existing release binaries
 #   KEEP_TMP   1 to keep the temp dir (configs, logs, raw tool output)
 #
@@ -92,6 +114,29 @@ RUN_SECS=$(seconds "$DURATION")
 WARMUP_SECS=$(seconds "$WARMUP")
 [[ $RUN_SECS =~ ^[0-9]+$ ]] || die "DURATION must be whole seconds/minutes/hours, not '$DURATION'"
 [[ $WARMUP_SECS =~ ^[0-9]+$ ]] || die "WARMUP must be whole seconds/minutes/hours, not '$WARMUP'"
+
+# Scenarios to run: words from A B C, each at most once (a repeat would mix
+# two sets of rounds into one row of the summary).
+SCENARIOS=${SCENARIOS:-A B C}
+read -r -a SCENARIO_LIST <<<"$SCENARIOS"
+((${#SCENARIO_LIST[@]})) || die "SCENARIOS lists no scenario; list some of A B C, e.g. SCENARIOS=\"A C\""
+seen=" "
+for s in "${SCENARIO_LIST[@]}"; do
+    [[ $s == [ABC] ]] || die "SCENARIOS: unknown scenario '$s'; list some of A B C, e.g. SCENARIOS=\"A C\""
+    [[ $seen == *" $s "* ]] && die "SCENARIOS: scenario '$s' listed twice"
+    seen+="$s "
+done
+
+# Workers of each proxy: 1, or one per core. NPROC is what nginx and haproxy
+# get; sluice, left to its default, counts the cores it may use itself (CPU
+# affinity and cgroup quota), which is the same number unless a quota is set.
+WORKERS=${WORKERS:-1}
+NPROC=$(nproc)
+case $WORKERS in
+    1) PROXY_WORKERS=1 ;;
+    auto) PROXY_WORKERS=$NPROC ;;
+    *) die "WORKERS must be 1 or auto, not '$WORKERS'" ;;
+esac
 
 # ---------------------------------------------------------------- tools
 
@@ -222,9 +267,11 @@ cpu_ticks() {
     echo "$total"
 }
 
-# Peak resident set (VmHWM) of PID in MiB.
+# Peak resident set (VmHWM) in MiB, summed over the given processes.
 peak_rss_mib() {
-    awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+    local pid files=()
+    for pid in "$@"; do files+=("/proc/$pid/status"); done
+    awk '/^VmHWM:/ { kib += $2 } END { printf "%.1f", kib / 1024 }' "${files[@]}"
 }
 
 # Busy CPU ticks of the whole machine (user + nice + system, all cores) and
@@ -239,7 +286,7 @@ own_ticks() {
     local children
     children=$(awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat")
     echo $(($(cpu_ticks "$FAST_PID" "$SLOW_PID" "$SLUICE_PID" "$FAST_SC_PID" "$SLOW_SC_PID" \
-        "$NGINX_PID" "$NGINX_WORKER") + children))
+        "$NGINX_PID" "${NGINX_WORKERS[@]}" "$HAPROXY_PID") + children))
 }
 
 # Child processes of PID (nginx's workers): from /proc/PID/task/PID/children
@@ -268,7 +315,7 @@ SLOW_SC_ADMIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 HAPROXY_PORT=$(free_port)
 
-# Two upstreams: 0 ms (scenario A) and 50 ms (scenario B).
+# Two upstreams: 0 ms (scenario A) and 50 ms (scenarios B and C).
 "$UPSTREAM" --port "$FAST_PORT" --delay-ms 0 >"$TMP/upstream-fast.log" 2>&1 &
 FAST_PID=$!
 PIDS+=("$FAST_PID")
@@ -277,12 +324,17 @@ SLOW_PID=$!
 PIDS+=("$SLOW_PID")
 
 # sluice: one service per upstream, routed by Host <name>.<namespace>.<domain>.
+# Its data-port worker threads come from gateway.connections.workers; left
+# out with WORKERS=auto, so that sluice's own default (one per core) is what
+# is measured.
+sluice_workers=""
+[[ $WORKERS == 1 ]] && sluice_workers=$'\n  connections:\n    workers: 1'
 cat >"$TMP/sluice.yaml" <<EOF
 listen: 127.0.0.1:$SLUICE_PORT
 admin: 127.0.0.1:$ADMIN_PORT
 domain: $DOMAIN
 gateway:
-  shutdownGracePeriod: 2s
+  shutdownGracePeriod: 2s$sluice_workers
 services:
   - name: fast
     namespace: $NAMESPACE
@@ -298,21 +350,22 @@ services:
     backend: {static: ["127.0.0.1:$SLOW_SC_PORT"]}
 EOF
 "$SLUICE" --log warn check --config "$TMP/sluice.yaml" >/dev/null
-# sluice builds its runtime with Runtime::new(), which reads TOKIO_WORKER_THREADS.
-sluice_env=()
-[[ -n ${SLUICE_THREADS:-} ]] && sluice_env=(env "TOKIO_WORKER_THREADS=$SLUICE_THREADS")
-${sluice_env[@]+"${sluice_env[@]}"} "$SLUICE" --log warn gateway --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
+"$SLUICE" --log warn gateway --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
 SLUICE_PID=$!
 PIDS+=("$SLUICE_PID")
 
 # Two sidecars, one in front of each upstream, with their defaults otherwise
-# (containerConcurrency 0 = unlimited). A short drain so that they stop at
-# once on the exit trap's SIGTERM instead of waiting out the 5 s default.
+# (containerConcurrency 0 = unlimited). One worker thread in both WORKERS
+# modes, as deployed: a sidecar serves one pod (given explicitly, so that a
+# SLUICE_WORKERS in the environment cannot change it). A short drain so that
+# they stop at once on the exit trap's SIGTERM instead of waiting out the 5 s
+# default.
+SIDECAR_WORKERS=1
 start_sidecar() {
     local port=$1 upstream_port=$2 admin_port=$3 logfile=$4
-    ${sluice_env[@]+"${sluice_env[@]}"} "$SLUICE" --log warn sidecar \
+    "$SLUICE" --log warn sidecar \
         --listen "127.0.0.1:$port" --upstream "127.0.0.1:$upstream_port" \
-        --admin "127.0.0.1:$admin_port" --readiness-path / \
+        --admin "127.0.0.1:$admin_port" --readiness-path / --workers "$SIDECAR_WORKERS" \
         --drain-period 100ms --drain-timeout 2s >"$logfile" 2>&1 &
 }
 start_sidecar "$FAST_SC_PORT" "$FAST_PORT" "$FAST_SC_ADMIN_PORT" "$TMP/sidecar-fast.log"
@@ -322,7 +375,7 @@ start_sidecar "$SLOW_SC_PORT" "$SLOW_PORT" "$SLOW_SC_ADMIN_PORT" "$TMP/sidecar-s
 SLOW_SC_PID=$!
 PIDS+=("$SLOW_SC_PID")
 
-# nginx: one worker, foreground, everything under $TMP/nginx. The prefix dir
+# nginx: PROXY_WORKERS workers, foreground, everything under $TMP/nginx. The prefix dir
 # is world-readable so that a worker running as nobody can reach its temp dirs.
 NGINX_DIR="$TMP/nginx"
 mkdir -p "$NGINX_DIR/logs"
@@ -338,6 +391,7 @@ sed -e "s|@DIR@|$NGINX_DIR|g" \
     -e "s|@FAST_PORT@|$FAST_PORT|g" \
     -e "s|@SLOW_PORT@|$SLOW_PORT|g" \
     -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    -e "s|@WORKERS@|$PROXY_WORKERS|g" \
     -e "s|@NAMESPACE@|$NAMESPACE|g" \
     -e "s|@DOMAIN@|$DOMAIN|g" \
     "$TEMPLATE" |
@@ -349,8 +403,10 @@ sed -e "s|@DIR@|$NGINX_DIR|g" \
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 
-# haproxy: one thread, foreground (-db), no master process: its PID does the work.
+# haproxy: PROXY_WORKERS threads, foreground (-db), no master process: its
+# PID does the work.
 sed -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
+    -e "s|@WORKERS@|$PROXY_WORKERS|g" \
     -e "s|@FAST_PORT@|$FAST_PORT|g" \
     -e "s|@SLOW_PORT@|$SLOW_PORT|g" \
     -e "s|@NAMESPACE@|$NAMESPACE|g" \
@@ -372,15 +428,17 @@ wait_listening "$SLOW_SC_PID" "$SLOW_SC_ADMIN_PORT" "sidecar (${SLOW_DELAY_MS} m
 wait_listening "$NGINX_PID" "$NGINX_PORT" nginx "$TMP/nginx.log"
 wait_listening "$HAPROXY_PID" "$HAPROXY_PORT" haproxy "$TMP/haproxy.log"
 
-# nginx's worker: the process that does the work (and holds the memory).
-NGINX_WORKER=""
+# nginx's workers: the processes that do the work (and hold the memory). The
+# master forks them one after the other; wait until all PROXY_WORKERS are there.
+NGINX_WORKERS=()
 for _ in $(seq 50); do
-    NGINX_WORKER=$(children_of "$NGINX_PID" | head -n1)
-    [[ -n $NGINX_WORKER ]] && break
+    mapfile -t NGINX_WORKERS < <(children_of "$NGINX_PID")
+    ((${#NGINX_WORKERS[@]} >= PROXY_WORKERS)) && break
     sleep 0.1
 done
-[[ -n $NGINX_WORKER ]] || die "no nginx worker process found"
-PIDS+=("$NGINX_WORKER") # normally stopped by its master; tracked in case it is not
+((${#NGINX_WORKERS[@]} == PROXY_WORKERS)) ||
+    die "nginx has ${#NGINX_WORKERS[@]} child process(es) (${NGINX_WORKERS[*]}), not the $PROXY_WORKERS worker(s) configured"
+PIDS+=("${NGINX_WORKERS[@]}") # normally stopped by their master; tracked in case they are not
 
 # Waits until the sidecar on ADMIN_PORT reports the model ready (/readyz 200;
 # it probes the upstream's readiness path), at most 10 s.
@@ -418,6 +476,21 @@ echo '{"instances": [[7.4,0.7,0,1.9,0.076,11,34,0.9978,3.51,0.56,9.4]]}' >"$BODY
 
 TARGETS=(direct sluice sluice+sidecar nginx haproxy)
 
+# The load tool of SCENARIO, which also decides how its output is parsed.
+scenario_tool() {
+    case $1 in
+        A | C) echo wrk ;;
+        B) echo hey ;;
+    esac
+}
+# The upstream (bench-upstream process) serving SCENARIO: its "pod".
+scenario_pod_pid() {
+    case $1 in
+        A) echo "$FAST_PID" ;;
+        B | C) echo "$SLOW_PID" ;;
+    esac
+}
+
 # Port of TARGET for SCENARIO: direct goes to the upstream of the scenario.
 target_port() {
     case $2 in
@@ -431,9 +504,9 @@ target_port() {
 target_host() {
     case $1/$2 in
         A/sluice+sidecar) echo "$FASTSC_HOST" ;;
-        B/sluice+sidecar) echo "$SLOWSC_HOST" ;;
+        [BC]/sluice+sidecar) echo "$SLOWSC_HOST" ;;
         A/*) echo "$FAST_HOST" ;;
-        B/*) echo "$SLOW_HOST" ;;
+        [BC]/*) echo "$SLOW_HOST" ;;
     esac
 }
 # Processes whose CPU is charged to TARGET (none for direct; for
@@ -441,15 +514,15 @@ target_host() {
 target_cpu_pids() {
     case $1 in
         sluice | sluice+sidecar) echo "$SLUICE_PID" ;;
-        nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
+        nginx) echo "$NGINX_PID ${NGINX_WORKERS[*]}" ;;
         haproxy) echo "$HAPROXY_PID" ;;
     esac
 }
-# Process whose peak RSS is reported for TARGET.
-target_rss_pid() {
+# Processes whose peak RSS is summed for TARGET (nginx: its workers).
+target_rss_pids() {
     case $1 in
         sluice | sluice+sidecar) echo "$SLUICE_PID" ;;
-        nginx) echo "$NGINX_WORKER" ;;
+        nginx) echo "${NGINX_WORKERS[*]}" ;;
         haproxy) echo "$HAPROXY_PID" ;;
     esac
 }
@@ -457,7 +530,7 @@ target_rss_pid() {
 target_sidecar_pid() {
     case $1/$2 in
         A/sluice+sidecar) echo "$FAST_SC_PID" ;;
-        B/sluice+sidecar) echo "$SLOW_SC_PID" ;;
+        [BC]/sluice+sidecar) echo "$SLOW_SC_PID" ;;
     esac
 }
 
@@ -473,7 +546,7 @@ load() {
     host=$(target_host "$scenario" "$target")
     limit=$(($(seconds "$dur") + 30))
     case $scenario in
-        A) timeout -k 5 "$limit" wrk -t2 -c64 -d"$dur" --latency \
+        A | C) timeout -k 5 "$limit" wrk -t2 -c64 -d"$dur" --latency \
             -H "Host: $host" "http://127.0.0.1:$port/" >"$out" 2>&1 & ;;
         B) timeout -k 5 "$limit" hey -z "$dur" -c 5 -m POST -D "$BODY" \
             -host "$host" "http://127.0.0.1:$port/" >"$out" 2>&1 & ;;
@@ -527,21 +600,30 @@ parse_hey() {
     ' "$1"
 }
 
-# scenario target round rps p50 p99 cpu_us rss errors other% sidecar_cpu_us sidecar_rss
+# Microseconds of CPU per request: TICKS clock ticks over N requests.
+us_per_req() {
+    awk -v d="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }'
+}
+
+# scenario target round rps p50 p99 cpu_us rss errors other% sidecar_cpu_us sidecar_rss pod_cpu_us
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 
-# One measured run: load, CPU delta of the target's processes, peak RSS.
+# One measured run: load, CPU delta of the target's processes, of the sidecar
+# in the path and of the pod (the scenario's upstream), peak RSS.
 measure() {
     local scenario=$1 target=$2 round=$3 out pids before after sc sc_before sc_after
+    local pod pod_before pod_after pod_cpu="-"
     local rps p50 p99 n bad cpu="-" rss="-" sc_cpu="-" sc_rss="-" sc_text="" rc=0
     local other m_busy0 m_all0 m_busy1 m_all1 own0 own1
     out="$TMP/run-$scenario-$target-$round.txt"
     pids=$(target_cpu_pids "$target")
     sc=$(target_sidecar_pid "$scenario" "$target")
+    pod=$(scenario_pod_pid "$scenario")
     # shellcheck disable=SC2086 # pids is a space-separated list
     [[ -n $pids ]] && before=$(cpu_ticks $pids)
     [[ -n $sc ]] && sc_before=$(cpu_ticks "$sc")
+    pod_before=$(cpu_ticks "$pod")
     read -r m_busy0 m_all0 < <(machine_ticks)
     own0=$(own_ticks)
     load "$scenario" "$target" "$DURATION" "$out" || rc=$?
@@ -550,29 +632,32 @@ measure() {
     # shellcheck disable=SC2086
     [[ -n $pids ]] && after=$(cpu_ticks $pids)
     [[ -n $sc ]] && sc_after=$(cpu_ticks "$sc")
+    pod_after=$(cpu_ticks "$pod")
     # CPU used by anything else on the machine during the run (another build,
     # say), as a share of all cores: a high value means a disturbed run.
     other=$(awk -v b=$((m_busy1 - m_busy0 - (own1 - own0))) -v a=$((m_all1 - m_all0)) \
         'BEGIN { v = (a > 0) ? 100 * b / a : 0; if (v < 0) v = 0; printf "%.0f", v }')
     ((rc == 0)) || log "warning: $scenario/$target round $round: load tool exited $rc (see output below)"
-    if [[ $scenario == A ]]; then
+    if [[ $(scenario_tool "$scenario") == wrk ]]; then
         read -r rps p50 p99 n bad < <(parse_wrk "$out")
     else
         read -r rps p50 p99 n bad < <(parse_hey "$out")
     fi
     if [[ -n $pids ]] && ((n > 0)); then
-        cpu=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+        cpu=$(us_per_req $((after - before)) "$n")
     fi
-    [[ $target != direct ]] && rss=$(peak_rss_mib "$(target_rss_pid "$target")")
+    ((n > 0)) && pod_cpu=$(us_per_req $((pod_after - pod_before)) "$n")
+    # shellcheck disable=SC2046 # a space-separated list of pids
+    [[ $target != direct ]] && rss=$(peak_rss_mib $(target_rss_pids "$target"))
     if [[ -n $sc ]]; then
-        ((n > 0)) && sc_cpu=$(awk -v d=$((sc_after - sc_before)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+        ((n > 0)) && sc_cpu=$(us_per_req $((sc_after - sc_before)) "$n")
         sc_rss=$(peak_rss_mib "$sc")
         sc_text=$(printf '  sidecar CPU %6s µs/req  RSS %5s MiB' "$sc_cpu" "$sc_rss")
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$scenario" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$bad" "$other" "$sc_cpu" "$sc_rss" >>"$RESULTS"
-    printf '  %s round %d/%d  %-14s  %9s req/s  p50 %7s ms  p99 %7s ms  CPU %6s µs/req  RSS %5s MiB  requests %7s  errors %s  other CPU %s%%%s\n' \
-        "$scenario" "$round" "$ROUNDS" "$target" "$rps" "$p50" "$p99" "$cpu" "$rss" "$n" "$bad" "$other" "$sc_text"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$scenario" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$bad" "$other" "$sc_cpu" "$sc_rss" "$pod_cpu" >>"$RESULTS"
+    printf '  %s round %d/%d  %-14s  %9s req/s  p50 %7s ms  p99 %7s ms  CPU %6s µs/req  pod CPU %6s µs/req  RSS %5s MiB  requests %7s  errors %s  other CPU %s%%%s\n' \
+        "$scenario" "$round" "$ROUNDS" "$target" "$rps" "$p50" "$p99" "$cpu" "$pod_cpu" "$rss" "$n" "$bad" "$other" "$sc_text"
     ((other < 15)) || log "warning: other processes used ${other}% of the machine during this run; its numbers are suspect"
     if ((rc != 0 || bad > 0)) || [[ $rps == NA ]]; then
         sed 's/^/      | /' "$out" | head -n 40
@@ -591,24 +676,38 @@ warm_up() {
 
 SCENARIO_TITLE_A="A: wrk -t2 -c64 GET, 0 ms upstream"
 SCENARIO_TITLE_B="B: hey -c 5 POST JSON, ${SLOW_DELAY_MS} ms upstream"
+SCENARIO_TITLE_C="C: wrk -t2 -c64 GET, ${SLOW_DELAY_MS} ms upstream"
+
+# Data-port workers running in the sluice process PID: worker 0 on the main
+# thread, the others on threads named sluice-worker-N. (A plain thread count
+# would also include tokio's blocking-pool threads, which come and go.)
+sluice_workers_running() {
+    local named
+    named=$(cat "/proc/$1/task/"*/comm 2>/dev/null | grep -c '^sluice-worker' || true)
+    echo $((named + 1))
+}
 
 log_env() {
     echo "# sluice load test"
     echo
     echo "- machine: $(nproc) cores, $(uname -sr); CLK_TCK=$CLK_TCK"
-    echo "- DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP; order in odd rounds: ${TARGETS[*]}; even rounds: the reverse"
-    echo "- sluice $("$SLUICE" --version | sed 's/^sluice //'): $(ls "/proc/$SLUICE_PID/task" | wc -l) OS threads at start," \
-        "SLUICE_THREADS=${SLUICE_THREADS:-default}; nginx: worker_processes 1; haproxy: nbthread 1"
-    echo "- upstreams :$FAST_PORT (0 ms), :$SLOW_PORT (${SLOW_DELAY_MS} ms); sluice :$SLUICE_PORT (pid $SLUICE_PID);" \
-        "nginx :$NGINX_PORT (master $NGINX_PID, worker $NGINX_WORKER, $("$NGINX" -v 2>&1 | sed 's/.*: //'));" \
+    echo "- DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP SCENARIOS=\"${SCENARIO_LIST[*]}\"; order in odd rounds: ${TARGETS[*]}; even rounds: the reverse"
+    echo "- WORKERS=$WORKERS: sluice gateway connections.workers $(
+        if [[ $WORKERS == 1 ]]; then echo 1; else echo "unset (one per core it may use; nproc says $NPROC)"; fi
+    ) (workers running: $(sluice_workers_running "$SLUICE_PID"));" \
+        "nginx worker_processes $PROXY_WORKERS (worker processes running: ${#NGINX_WORKERS[@]});" \
+        "haproxy nbthread $PROXY_WORKERS (OS threads: $(ls "/proc/$HAPROXY_PID/task" | wc -l)); sidecars --workers $SIDECAR_WORKERS each"
+    echo "- sluice $("$SLUICE" --version | sed 's/^sluice //'); upstreams :$FAST_PORT (0 ms, pid $FAST_PID), :$SLOW_PORT (${SLOW_DELAY_MS} ms, pid $SLOW_PID);" \
+        "sluice :$SLUICE_PORT (pid $SLUICE_PID);" \
+        "nginx :$NGINX_PORT (master $NGINX_PID, workers ${NGINX_WORKERS[*]}, $("$NGINX" -v 2>&1 | sed 's/.*: //'));" \
         "haproxy :$HAPROXY_PORT (pid $HAPROXY_PID, $("$HAPROXY" -v 2>&1 | head -n1 | awk '{print $3}'))"
-    echo "- sidecars :$FAST_SC_PORT -> :$FAST_PORT (pid $FAST_SC_PID, $(ls "/proc/$FAST_SC_PID/task" | wc -l) OS threads)," \
-        ":$SLOW_SC_PORT -> :$SLOW_PORT (pid $SLOW_SC_PID); gateway services fastsc, slowsc -> them"
+    echo "- sidecars :$FAST_SC_PORT -> :$FAST_PORT (pid $FAST_SC_PID), :$SLOW_SC_PORT -> :$SLOW_PORT (pid $SLOW_SC_PID)," \
+        "workers running: $(sluice_workers_running "$FAST_SC_PID"), $(sluice_workers_running "$SLOW_SC_PID"); gateway services fastsc, slowsc -> them"
     echo
 }
 log_env
 
-for scenario in A B; do
+for scenario in "${SCENARIO_LIST[@]}"; do
     title_var="SCENARIO_TITLE_$scenario"
     echo "${!title_var}"
     warm_up "$scenario"
@@ -629,11 +728,12 @@ done
 # ---------------------------------------------------------------- summary
 
 # Medians over rounds per (scenario, target); peak RSS as of the last round
-# (VmHWM only grows, so B includes A; each sidecar serves one scenario only);
-# errors summed over rounds. Then, per scenario, the sidecar hop's cost.
+# (VmHWM only grows, so a later scenario's row includes the earlier ones'
+# peaks; the 0 ms sidecar serves A only, the 50 ms one B and C); errors summed
+# over rounds. Then, per scenario, the sidecar hop's cost.
 echo "## Results (median of $ROUNDS rounds of $DURATION each)"
 echo
-awk -F'\t' -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
+awk -F'\t' -v scenarios="${SCENARIO_LIST[*]}" -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" -v tc="$SCENARIO_TITLE_C" '
     function median(list,    v, k, i, j, t) {
         k = split(list, v, " ")
         if (k == 0) return "NA"
@@ -648,31 +748,36 @@ awk -F'\t' -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
     {
         key = $1 SUBSEP $2
         add(key SUBSEP "rps", $4); add(key SUBSEP "p50", $5); add(key SUBSEP "p99", $6)
-        add(key SUBSEP "cpu", $7); add(key SUBSEP "sccpu", $11)
+        add(key SUBSEP "cpu", $7); add(key SUBSEP "sccpu", $11); add(key SUBSEP "podcpu", $13)
         rss[key] = $8; err[key] += $9; scrss[key] = $12
         if ($10 + 0 > other[key] + 0) other[key] = $10
     }
     function fmt(v, spec) { return (v == "NA" || v == "") ? "–" : sprintf(spec, v) }
     # a - b with a sign, or "NA" when either is missing.
     function diff(a, b) { return (a == "NA" || b == "NA") ? "NA" : sprintf("%+.2f", a - b) }
+    # a / b, or "NA" when either is missing or b is 0.
+    function ratio(a, b) { return (a == "NA" || b == "NA" || b + 0 == 0) ? "NA" : a / b }
     END {
-        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | CPU / nginx | sidecar CPU µs/req | peak RSS (MiB) | sidecar peak RSS (MiB) | +p50 vs direct (ms) | errors | other CPU % (max) |"
-        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        ns = split("A B", S, " "); nt = split("direct sluice sluice+sidecar nginx haproxy", T, " ")
+        title["A"] = ta; title["B"] = tb; title["C"] = tc
+        print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | CPU / nginx | sidecar CPU µs/req | pod CPU µs/req | pod CPU / behind nginx | peak RSS (MiB) | sidecar peak RSS (MiB) | +p50 vs direct (ms) | errors | other CPU % (max) |"
+        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        ns = split(scenarios, S, " "); nt = split("direct sluice sluice+sidecar nginx haproxy", T, " ")
         for (s = 1; s <= ns; s++) {
             base = median(L[S[s] SUBSEP "direct" SUBSEP "p50"])
             ncpu = median(L[S[s] SUBSEP "nginx" SUBSEP "cpu"])
+            npod = median(L[S[s] SUBSEP "nginx" SUBSEP "podcpu"])
             for (t = 1; t <= nt; t++) {
                 key = S[s] SUBSEP T[t]
                 p50 = median(L[key SUBSEP "p50"])
                 delta = (T[t] == "direct" || p50 == "NA" || base == "NA") ? "" : sprintf("%+.2f", p50 - base)
                 sc = (T[t] == "sluice+sidecar")
                 cpu = median(L[key SUBSEP "cpu"])
-                ratio = (cpu == "NA" || ncpu == "NA" || ncpu + 0 == 0) ? "NA" : cpu / ncpu
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", (S[s] == "A" ? ta : tb), T[t],
+                pod = median(L[key SUBSEP "podcpu"])
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", title[S[s]], T[t],
                     fmt(median(L[key SUBSEP "rps"]), "%.0f"), fmt(p50, "%.2f"),
-                    fmt(median(L[key SUBSEP "p99"]), "%.2f"), fmt(cpu, "%.1f"), fmt(ratio, "%.2f×"),
+                    fmt(median(L[key SUBSEP "p99"]), "%.2f"), fmt(cpu, "%.1f"), fmt(ratio(cpu, ncpu), "%.2f×"),
                     (sc ? fmt(median(L[key SUBSEP "sccpu"]), "%.1f") : ""),
+                    fmt(pod, "%.1f"), fmt(ratio(pod, npod), "%.2f×"),
                     (rss[key] == "-" ? "–" : rss[key]),
                     (sc ? (scrss[key] == "-" ? "–" : scrss[key]) : ""),
                     (delta == "" ? "–" : delta), err[key], other[key]
@@ -691,13 +796,17 @@ awk -F'\t' -v ta="$SCENARIO_TITLE_A" -v tb="$SCENARIO_TITLE_B" '
     }
 ' "$RESULTS"
 echo
-echo "CPU µs/req: the proxy process's utime+stime per completed request (nginx: master + worker; haproxy: its one process; sluice+sidecar: the gateway alone)."
-echo "CPU / nginx: that figure over nginx's in the same run (the goal for sluice is at most 0.8×)."
-echo "sidecar CPU µs/req, sidecar peak RSS: the sidecar in the path (A: the one before the 0 ms upstream, B: before the ${SLOW_DELAY_MS} ms one)."
+echo "CPU µs/req: the proxy's utime+stime per completed request (nginx: master + all workers; haproxy: its one process, all threads; sluice+sidecar: the gateway alone)."
+echo "CPU / nginx: that figure over nginx's in the same scenario (the goal for sluice is at most 0.8×)."
+echo "sidecar CPU µs/req, sidecar peak RSS: the sidecar in the path (A: the one before the 0 ms upstream, B and C: before the ${SLOW_DELAY_MS} ms one)."
+echo "pod CPU µs/req: the scenario's upstream (A: the 0 ms one, B and C: the ${SLOW_DELAY_MS} ms one), utime+stime per completed request while this target fed it;" \
+    "it also answers the sidecar's readiness probe once a second. pod CPU / behind nginx: that over the same figure in the nginx rows;" \
+    "a busier pod spends less per request (more requests per wake-up), so where req/s differ (A) the ratio partly follows req/s; in B and C all targets run at about the same rate."
 echo "sidecar hop: sluice+sidecar minus sluice (medians); the sidecar also probes its upstream's readiness once a second, counted in its CPU."
-echo "Peak RSS: VmHWM since start (nginx: the worker). errors: non-2xx responses + socket/transport errors, all rounds."
+echo "Peak RSS: VmHWM since start (nginx: summed over its ${#NGINX_WORKERS[@]} worker(s), master excluded)." \
+    "errors: non-2xx responses + socket/transport errors, all rounds."
 echo "other CPU: the most CPU (share of all cores) that processes outside this benchmark took during any round; above ~15% the medians are suspect."
-echo "CPU µs/req is counted in ${CLK_TCK} Hz ticks: ± one tick per run, which matters for scenario B's few hundred requests per run."
+echo "CPU µs/req is counted in ${CLK_TCK} Hz ticks: ± one tick per run and process, which matters for scenario B's few hundred requests per run."
 
 # Anything the proxies logged at warn or above is worth a look.
 for f in "$TMP/sluice.log" "$TMP/sidecar-fast.log" "$TMP/sidecar-slow.log" "$NGINX_DIR/error.log" "$TMP/haproxy.log" \
