@@ -15,9 +15,10 @@
 #   coldstart minReplicas 0, a predictor that is ready at once: the time from
 #             the replica being ready to the held request's response, i.e. the
 #             client's total time minus the sluice-held-ms header. 5 runs.
-#   held      minReplicas 0, a model that takes 5 s to load: 10 000 requests
-#             arrive at zero and are held; all must be answered 200; the
-#             gateway's peak RSS.
+#   held      minReplicas 0, a model that takes 20 s to load: 10 000 requests
+#             arrive at zero and are held; the gateway's RSS once all are
+#             held (and per held request, over its RSS before), then all
+#             must be answered 200; the gateway's peak RSS.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -131,8 +132,8 @@ part_coldstart() {
 }
 
 part_held() {
-    echo "## held: 10 000 requests at zero, the model loads in 5 s"
-    with_service "$TMP/held.yaml" 0 1 '"--service-time", "0ms", "--startup-delay", "5s"'
+    echo "## held: 10 000 requests at zero, the model loads in 20 s"
+    with_service "$TMP/held.yaml" 0 1 '"--service-time", "0ms", "--startup-delay", "20s"'
     # 10 000 connections on each side: the gateway and hey each need more
     # descriptors than that.
     ulimit -n "$(ulimit -Hn)"
@@ -140,12 +141,22 @@ part_held() {
         echo "  needs 10100 open files, the hard limit is $(ulimit -Hn)"; return 1
     fi
     start_gateway "$TMP/held.yaml"
+    local idle_kib held=0 held_kib
+    idle_kib=$(awk '/VmRSS/ { print $2 }' /proc/$GW/status)
     hey -n 10000 -c 10000 -t 120 -m POST -host "$HOST" -D "$TMP/input.json" "$URL" > "$TMP/hey-held.txt" &
     local hey=$!
     PIDS+=("$hey")
-    # While the model loads, every request is held: read the gateway then.
-    for _ in $(seq 80); do [ "$(status_field held)" -ge 10000 ] && break; sleep 0.05; done
-    echo "  held at once: $(status_field held); gateway RSS while holding them: $(awk '/VmRSS/ { printf "%.1f MiB", $2 / 1024 }' /proc/$GW/status)"
+    # While the model loads, every request is held: read the gateway once
+    # all are (from /metrics, cheaper to poll than /status), at most 15 s.
+    for _ in $(seq 150); do
+        held=$(curl -s "http://$ADMIN/metrics" | awk '/^sluice_held_requests[{]/ { printf "%d", $2 }')
+        [ "${held:-0}" -ge 10000 ] && break
+        sleep 0.1
+    done
+    held_kib=$(awk '/VmRSS/ { print $2 }' /proc/$GW/status)
+    echo "  held at once: $held; gateway RSS $((idle_kib / 1024)) MiB before, $((held_kib / 1024)) MiB" \
+        "holding them: $(awk -v a="$idle_kib" -v b="$held_kib" -v n="${held:-0}" \
+            'BEGIN { if (n > 0) printf "%.1f", (b - a) / n; else print "?" }') KiB per held request"
     wait "$hey"
     hey_summary "$TMP/hey-held.txt"
     echo "  gateway peak RSS (including releasing them all to one replica): $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' /proc/$GW/status)"
