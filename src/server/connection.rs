@@ -7,12 +7,15 @@
 //! streaming response is never taken for an idle connection.
 
 use super::lifecycle::{Expiry, Lifecycle, Timeouts};
+use super::protocol::{self, Protocol};
 use super::{stopped, BoxError, Listening};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::{Request, Response, Version};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 /// A connection's lifecycle, shared by its socket, its requests and its task.
@@ -72,6 +76,24 @@ pin_project_lite::pin_project! {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A connection's HTTP server: hyper's HTTP/1 server inline (the common
+    /// case, and the smallest state), hyper-util's for the rest boxed.
+    #[project = ServerProjection]
+    enum Server<'a, I, S>
+    where
+        S: hyper::service::HttpService<Incoming>,
+    {
+        Http1 {
+            #[pin]
+            connection: http1::Connection<TokioIo<I>, S>,
+        },
+        Other {
+            connection: Pin<Box<auto::Connection<'a, TokioIo<I>, S, TokioExecutor>>>,
+        },
+    }
+}
+
 /// One of a listener's connection slots, and the open connections gauge.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
@@ -95,12 +117,84 @@ pub async fn run<S, B>(
 {
     let listening = slot.listening.clone();
     let watch = Watch::new(listening.timeouts, listening.tls.is_some());
+    match listening.tls.clone() {
+        None => serve_plain(stream, peer, service, &listening, watch, &mut stop).await,
+        // Boxed: only the webhook listens with TLS, and inline its state
+        // would make every data connection's task larger.
+        Some(tls) => {
+            Box::pin(serve_tls(
+                tls, stream, peer, service, &listening, watch, &mut stop,
+            ))
+            .await
+        }
+    }
+}
+
+/// A plain connection: its protocol told from its first bytes, left unread
+/// for hyper.
+async fn serve_plain<S, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    listening: &Listening,
+    watch: Arc<Watch>,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let protocol = tokio::select! {
+        protocol = protocol::sniff(&stream) => protocol,
+        expiry = watch.expired() => {
+            listening.metrics.timed_out(expiry.phase());
+            return debug!(%peer, phase = expiry.phase(), "connection timed out; closed");
+        }
+        _ = stopped(stop) => return,
+    };
+    let io = TokioIo::new(Watched {
+        io: stream,
+        watch: watch.clone(),
+    });
+    let service = Tracked {
+        inner: service,
+        watch: watch.clone(),
+    };
+    let server = match protocol {
+        Protocol::Http1 => Server::Http1 {
+            connection: listening.servers.http1.serve_connection(io, service),
+        },
+        other => Server::Other {
+            connection: Box::pin(listening.servers.other(other).serve_connection(io, service)),
+        },
+    };
+    serve_http(server, peer, listening, watch, stop).await;
+}
+
+/// A TLS connection: the handshake, then HTTP/1 or HTTP/2 as the client
+/// speaks it.
+async fn serve_tls<S, B>(
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    listening: &Listening,
+    watch: Arc<Watch>,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let io = Watched {
         io: stream,
         watch: watch.clone(),
-    };
-    let Some(tls) = &listening.tls else {
-        return serve_http(io, peer, service, &listening, watch, &mut stop).await;
     };
     let handshake = tls.accept(io);
     let stream = tokio::select! {
@@ -112,17 +206,24 @@ pub async fn run<S, B>(
             listening.metrics.timed_out(expiry.phase());
             return debug!(%peer, phase = expiry.phase(), "connection timed out; closed");
         }
-        _ = stopped(&mut stop) => return,
+        _ = stopped(stop) => return,
     };
     watch.update(|l, now| l.handshake_done(now));
-    serve_http(stream, peer, service, &listening, watch, &mut stop).await;
+    let service = Tracked {
+        inner: service,
+        watch: watch.clone(),
+    };
+    let server = listening.servers.other(Protocol::Unknown);
+    let server = Server::Other {
+        connection: Box::pin(server.serve_connection(TokioIo::new(stream), service)),
+    };
+    serve_http(server, peer, listening, watch, stop).await;
 }
 
-/// HTTP/1 or HTTP/2 on `io`, under the watch.
+/// A connection's HTTP server, under the watch.
 async fn serve_http<I, S, B>(
-    io: I,
+    server: Server<'_, I, Tracked<S>>,
     peer: SocketAddr,
-    service: S,
     listening: &Listening,
     watch: Arc<Watch>,
     stop: &mut watch::Receiver<bool>,
@@ -135,20 +236,14 @@ async fn serve_http<I, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let service = Tracked {
-        inner: service,
-        watch: watch.clone(),
-    };
-    let connection = listening
-        .builder
-        .serve_connection(TokioIo::new(io), service);
+    let connection = server;
     tokio::pin!(connection);
     let mut stopping = false;
     loop {
         // The connection first: it is what wakes this task nearly every time.
         tokio::select! {
             biased;
-            ended = connection.as_mut() => {
+            ended = std::future::poll_fn(|cx| connection.as_mut().poll_ended(cx)) => {
                 if let Err(error) = ended {
                     debug!(%peer, %error, "connection ended with an error");
                 }
@@ -342,6 +437,35 @@ impl<B: Body> Body for TrackedBody<B> {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.update(|l, now| l.request_ended(now));
+    }
+}
+
+// === impl Server ===
+
+impl<I, S, B> Server<'_, I, Tracked<S>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Serves until the connection ends.
+    fn poll_ended(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self.project() {
+            ServerProjection::Http1 { connection } => connection.poll(cx).map_err(Into::into),
+            ServerProjection::Other { connection } => connection.as_mut().poll(cx),
+        }
+    }
+
+    /// HTTP/1: closes after the response in flight; HTTP/2: GOAWAY.
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ServerProjection::Http1 { connection } => connection.graceful_shutdown(),
+            ServerProjection::Other { connection } => connection.as_mut().graceful_shutdown(),
+        }
     }
 }
 

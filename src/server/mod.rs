@@ -7,6 +7,7 @@ mod accept;
 mod connection;
 mod files;
 mod lifecycle;
+mod protocol;
 mod workers;
 
 pub use self::files::raise_open_file_limit;
@@ -89,7 +90,7 @@ pub struct ServeOptions {
 
 /// What a listener's connections share.
 struct Listening {
-    builder: auto::Builder<TokioExecutor>,
+    servers: protocol::Servers,
     timeouts: Timeouts,
     tls: Option<TlsAcceptor>,
     metrics: ListenerMetrics,
@@ -171,7 +172,7 @@ impl ServeOptions {
         let s = &self.settings;
         let timer = |d: &crate::config::Dur| d.0.clamp(Duration::from_millis(1), LONGEST_TIMER);
         Listening {
-            builder: builder(
+            servers: servers(
                 self.max_header_size,
                 self.max_header_count,
                 timer(&s.http2_keep_alive_interval),
@@ -190,39 +191,47 @@ impl ServeOptions {
     }
 }
 
-/// A connection builder. The connection timeouts are sluice's own
+/// The connection servers. The connection timeouts are sluice's own
 /// (`lifecycle.rs`); hyper's HTTP/1 header timeout, which also counts the
 /// idle time between requests, is off.
-fn builder(
+fn servers(
     max_header_size: u64,
     max_header_count: usize,
     ping_every: Duration,
     ping_timeout: Duration,
-) -> auto::Builder<TokioExecutor> {
+) -> protocol::Servers {
     // sluice answers 431 itself below this bound; hyper's own limit, kept
     // above it, only stops a peer from making a connection buffer grow forever.
     let hard_limit = (max_header_size.saturating_mul(2)).clamp(16 << 10, 16 << 20) as usize;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size(hard_limit);
     // Likewise for the count: sluice answers 431 past `max_header_count`.
     // At most 100, hyper keeps the parsed headers on the stack; above, it
     // allocates them per request.
     let parser_limit = max_header_count.saturating_mul(2).clamp(100, 1 << 16);
-    if parser_limit > 100 {
-        builder.http1().max_headers(parser_limit);
+    // The same HTTP/1 settings on hyper's builder and on hyper-util's
+    // (the same methods on two types).
+    macro_rules! http1_settings {
+        ($builder:expr) => {{
+            let builder = &mut $builder;
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(None)
+                .keep_alive(true)
+                .max_buf_size(hard_limit);
+            if parser_limit > 100 {
+                builder.max_headers(parser_limit);
+            }
+        }};
     }
-    builder
-        .http2()
+    let mut both = auto::Builder::new(TokioExecutor::new());
+    http1_settings!(both.http1());
+    both.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(ping_every)
         .keep_alive_timeout(ping_timeout)
         .max_header_list_size(hard_limit as u32);
-    builder
+    let mut only_http1 = hyper::server::conn::http1::Builder::new();
+    http1_settings!(only_http1);
+    protocol::Servers::new(only_http1, both)
 }
 
 /// Serves connections until `stop` turns true, then waits for the open
