@@ -8,7 +8,7 @@
 
 use super::lifecycle::{Expiry, Lifecycle, Timeouts};
 use super::protocol::{self, Protocol};
-use super::{stopped, BoxError, Listening};
+use super::{stopped, BoxError, ConnectionService, Listening, ResponseBody};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -108,12 +108,8 @@ pub async fn run<S, B>(
     slot: Slot,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let listening = slot.listening.clone();
     let watch = Watch::new(listening.timeouts, listening.tls.is_some());
@@ -140,12 +136,8 @@ async fn serve_plain<S, B>(
     watch: Arc<Watch>,
     stop: &mut watch::Receiver<bool>,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let protocol = tokio::select! {
         protocol = protocol::sniff(&stream) => protocol,
@@ -185,12 +177,8 @@ async fn serve_tls<S, B>(
     watch: Arc<Watch>,
     stop: &mut watch::Receiver<bool>,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let io = Watched {
         io: stream,
@@ -229,12 +217,8 @@ async fn serve_http<I, S, B>(
     stop: &mut watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let connection = server;
     tokio::pin!(connection);
@@ -448,9 +432,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: ResponseBody,
 {
     /// Serves until the connection ends.
     fn poll_ended(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {

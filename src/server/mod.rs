@@ -35,6 +35,38 @@ use tracing::{debug, warn};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a listener serves each connection with: a hyper service whose
+/// futures move to the connection's task.
+pub trait ConnectionService<B>:
+    Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+}
+
+/// A response body a connection's task can send.
+pub trait ResponseBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> ResponseBody for B
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+}
+
 /// Why a serving command could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -244,12 +276,8 @@ pub async fn serve<S, B, F>(
     stop: watch::Receiver<bool>,
 ) where
     F: Fn(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     accept_loop(listener, &Bound::new(&options), make_service, stop).await;
 }
@@ -292,12 +320,8 @@ async fn accept_loop<S, B, F>(
     mut stop: watch::Receiver<bool>,
 ) where
     F: Fn(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let Bound {
         name,

@@ -12,11 +12,7 @@
 //! connections of all workers together: at the bound, each worker holds at
 //! most one accepted connection, unread, until a slot frees anywhere.
 
-use super::{accept_loop, Bound, ServeError, ServeOptions};
-use http_body::Body;
-use hyper::body::Incoming;
-use hyper::service::Service;
-use hyper::{Request, Response};
+use super::{accept_loop, Bound, ConnectionService, ResponseBody, ServeError, ServeOptions};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,8 +20,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::error;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The listen backlog of each worker's socket (tokio's default for `bind`).
 const BACKLOG: i32 = 1024;
@@ -61,12 +55,8 @@ impl Workers {
     ) -> Result<Workers, ServeError>
     where
         F: Fn(SocketAddr) -> S + Send + Sync + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: ConnectionService<B>,
+        B: ResponseBody,
     {
         // Each worker needs at least one connection of the bound.
         let count = count.max(1);
