@@ -84,6 +84,12 @@ impl Config {
 /// Reads the file if it is no larger than [`MAX_FILE_SIZE`], without ever
 /// holding more than that in memory.
 pub fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    text_of(path, read_bytes_bounded(path)?)
+}
+
+/// The file's bytes, at most one more than [`MAX_FILE_SIZE`] (so that a
+/// larger file is refused without being read whole).
+pub fn read_bytes_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
     use std::io::Read;
     let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -94,7 +100,7 @@ pub fn read_bounded(path: &Path) -> Result<String, ConfigError> {
     file.take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)
         .map_err(read_error)?;
-    text_of(path, bytes)
+    Ok(bytes)
 }
 
 /// The file's bytes as text; refused past [`MAX_FILE_SIZE`] or if not UTF-8.

@@ -9,12 +9,11 @@
 //! in a row: a file caught halfway through a write (an editor, `cat >`)
 //! could parse as a valid configuration with fewer services, or none.
 
-use crate::config::{self, Config, ConfigError, MAX_FILE_SIZE};
+use crate::config::{self, Config, ConfigError};
 use crate::shared::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -163,20 +162,18 @@ pub async fn watch_file(
     }
 }
 
-/// The file's bytes, at most one more than [`MAX_FILE_SIZE`] (so that a
-/// larger file is refused without being read whole).
+/// The file's bytes (see [`config::read_bytes_bounded`]), read on
+/// the blocking pool in one go: the poll runs every second on the thread
+/// that also serves worker 0's connections.
 async fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let read_error = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source: Arc::new(source),
-    };
-    let file = tokio::fs::File::open(path).await.map_err(read_error)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(read_error)?;
-    Ok(bytes)
+    let owned = path.to_path_buf();
+    match tokio::task::spawn_blocking(move || config::read_bytes_bounded(&owned)).await {
+        Ok(read) => read,
+        Err(join) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source: Arc::new(std::io::Error::other(join.to_string())),
+        }),
+    }
 }
 
 #[cfg(test)]

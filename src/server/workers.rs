@@ -24,6 +24,9 @@ use tracing::error;
 /// The listen backlog of each worker's socket (tokio's default for `bind`).
 const BACKLOG: i32 = 1024;
 
+/// Tries at binding several workers to port 0 (see `bind`).
+const PORT_ZERO_ATTEMPTS: usize = 16;
+
 /// The workers serving one listener.
 #[derive(Debug)]
 pub struct Workers {
@@ -148,18 +151,29 @@ where
 /// first makes sure nobody listens there yet.
 fn bind(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, ServeError> {
     let failed = |source| ServeError::Listen { addr, source };
-    let mut at = addr;
-    if count > 1 {
-        let probe = listen(at, false).map_err(failed)?;
-        at = probe.local_addr().map_err(failed)?;
+    if count == 1 {
+        return Ok(vec![listen(addr, false).map_err(failed)?]);
     }
-    let mut bound = Vec::with_capacity(count);
-    for _ in 0..count {
-        let listener = listen(at, count > 1).map_err(failed)?;
-        at = listener.local_addr().map_err(failed)?;
-        bound.push(listener);
+    // With port 0, the port the probe got may be taken by someone else
+    // between the probe's close and the group's bind: then another port.
+    let attempts = if addr.port() == 0 {
+        PORT_ZERO_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last = None;
+    for _ in 0..attempts {
+        let at = listen(addr, false)
+            .and_then(|probe| probe.local_addr())
+            .map_err(failed)?;
+        let group: std::io::Result<Vec<_>> = (0..count).map(|_| listen(at, true)).collect();
+        match group {
+            Ok(group) => return Ok(group),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => last = Some(error),
+            Err(error) => return Err(failed(error)),
+        }
     }
-    Ok(bound)
+    Err(failed(last.expect("at least one attempt")))
 }
 
 fn listen(at: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
