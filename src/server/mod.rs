@@ -86,8 +86,8 @@ pub enum ServeError {
 
 /// A listener on `addr`.
 pub async fn listen(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
+    workers::listen(addr, false)
+        .and_then(TcpListener::from_std)
         .map_err(|source| ServeError::Listen { addr, source })
 }
 

@@ -176,9 +176,11 @@ fn bind(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, Se
     Err(failed(last.expect("at least one attempt")))
 }
 
-fn listen(at: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+/// One listening socket, set as tokio's `TcpListener::bind` sets it;
+/// `reuse_port` to share the port with the other workers.
+pub(super) fn listen(at: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
-    // As tokio's `TcpListener::bind`: a restart can rebind at once.
+    // A restart can rebind at once.
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;

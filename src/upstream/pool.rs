@@ -41,7 +41,7 @@ impl Connections {
     /// The most recently used idle connection that is still open and was not
     /// idle longer than `idle_timeout`. Older ones are closed.
     pub async fn take(&self, idle_timeout: Duration) -> Option<Connection> {
-        let here = std::thread::current().id();
+        let here = this_thread();
         loop {
             let Idle {
                 mut connection,
@@ -73,13 +73,19 @@ impl Connections {
         idle.push(Idle {
             connection,
             since: now,
-            thread: std::thread::current().id(),
+            thread: this_thread(),
         });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The calling thread, without `thread::current`'s reference count per call.
+fn this_thread() -> ThreadId {
+    thread_local!(static HERE: ThreadId = std::thread::current().id());
+    HERE.with(|id| *id)
 }
 
 /// Opens a new connection to `authority`, within `timeout`.
