@@ -38,6 +38,76 @@ fn request_ids(c: &mut Criterion) {
     group.finish();
 }
 
+/// A request's trace context alone: read the caller's `traceparent`, start
+/// the request and upstream spans, write the pod's headers, end them. At
+/// ratio 0 nothing is recorded (propagation only); at ratio 1 every span is
+/// recorded and batched (to a loopback port nobody listens on).
+fn trace_context(c: &mut Criterion) {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", nobody.local_addr().unwrap());
+    drop(nobody);
+    let mut caller = HeaderMap::new();
+    caller.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+            .parse()
+            .unwrap(),
+    );
+    let mut group = c.benchmark_group("trace_context");
+    for ratio in [0.0, 1.0] {
+        let settings = sluice::config::OtlpSettings {
+            sampling_ratio: ratio,
+            ..sluice::config::OtlpSettings::new(&endpoint)
+        };
+        let telemetry = sluice::telemetry::Telemetry::start(&settings).unwrap();
+        let mut pods = HeaderMap::new();
+        group.bench_function(format!("new_trace_ratio_{ratio}"), |b| {
+            b.iter(|| {
+                let mut trace = telemetry.request(&HeaderMap::new());
+                trace.upstream("10.0.0.7:8080", &mut pods);
+                trace.set_status(200);
+            })
+        });
+        group.bench_function(format!("unsampled_caller_ratio_{ratio}"), |b| {
+            b.iter(|| {
+                let mut trace = telemetry.request(&caller);
+                trace.upstream("10.0.0.7:8080", &mut pods);
+                trace.set_status(200);
+            })
+        });
+        telemetry.shutdown();
+    }
+    group.finish();
+}
+
+/// Nothing beyond the registered families (the gateway adds its live gauges).
+#[derive(Debug)]
+struct NoLiveGauges;
+
+impl prometheus_client::collector::Collector for NoLiveGauges {
+    fn encode(
+        &self,
+        _: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        Ok(())
+    }
+}
+
+/// Counting one answered request: a 200 uses the handle taken with the
+/// service, any other code looks its counter up in the family.
+fn request_done(c: &mut Criterion) {
+    let metrics = sluice::metrics::Metrics::new(NoLiveGauges);
+    let service = metrics.service("redwine-week4", "kserve-inference");
+    let mut group = c.benchmark_group("metrics/request_done");
+    group.bench_function("200", |b| {
+        b.iter(|| service.request_done(black_box(200), 0.01))
+    });
+    group.bench_function("503", |b| {
+        b.iter(|| service.request_done(black_box(503), 0.01))
+    });
+    group.finish();
+}
+
 /// A pod: every request gets a small JSON answer at once.
 async fn pod() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -102,28 +172,32 @@ async fn get(sender: &mut http1::SendRequest<Empty<Bytes>>) {
     black_box(response.into_body().collect().await.unwrap());
 }
 
+/// A gateway (one worker) in front of `pod`, with `extra` top-level YAML.
+async fn gateway(pod: SocketAddr, extra: &str) -> sluice::gateway::Gateway {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndomain: example.com\n\
+         gateway: {{connections: {{workers: 1}}}}\n\
+         services:\n  - {{name: model, namespace: bench, backend: {{static: [\"{pod}\"]}}}}\n{extra}"
+    );
+    let config = sluice::config::Config::parse(&yaml).unwrap();
+    sluice::gateway::Gateway::start(config, None).await.unwrap()
+}
+
 fn round_trip(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (mut direct, mut through, gateway) = runtime.block_on(async {
+    let (pod, gateway) = runtime.block_on(async {
         let pod = pod().await;
-        let yaml = format!(
-            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndomain: example.com\n\
-             gateway: {{connections: {{workers: 1}}}}\n\
-             services:\n  - {{name: model, namespace: bench, backend: {{static: [\"{pod}\"]}}}}\n"
-        );
-        let config = sluice::config::Config::parse(&yaml).unwrap();
-        let gateway = sluice::gateway::Gateway::start(config, None).await.unwrap();
-        (
-            client(pod).await,
-            client(gateway.data_addr()).await,
-            gateway,
-        )
+        (pod, gateway(pod, "").await)
     });
     let mut group = c.benchmark_group("round_trip");
+    let mut direct = runtime.block_on(client(pod));
     group.bench_function("direct", |b| b.iter(|| runtime.block_on(get(&mut direct))));
+    // Connected only now: idle while `direct` ran, a connection opened
+    // before it would be closed by the gateway's idle timeout.
+    let mut through = runtime.block_on(client(gateway.data_addr()));
     group.bench_function("through_gateway", |b| {
         b.iter(|| runtime.block_on(get(&mut through)))
     });
@@ -131,5 +205,43 @@ fn round_trip(c: &mut Criterion) {
     runtime.block_on(gateway.shutdown(Duration::from_secs(1)));
 }
 
-criterion_group!(benches, request_ids, pool, round_trip);
+/// The same round trip with `tracing.otlp` set: at ratio 0 (trace context
+/// started and passed on, nothing recorded) and at ratio 1 (every span
+/// recorded and batched). The receiver is a loopback port nobody listens
+/// on: the export thread's failures are dropped batches, off the request path.
+fn traced_round_trip(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", nobody.local_addr().unwrap());
+    drop(nobody);
+    let mut group = c.benchmark_group("round_trip_traced");
+    for ratio in ["0", "1"] {
+        let (mut through, gateway) = runtime.block_on(async {
+            let pod = pod().await;
+            let tracing = format!(
+                "tracing: {{otlp: {{endpoint: \"{endpoint}\", samplingRatio: {ratio}}}}}\n"
+            );
+            let gateway = gateway(pod, &tracing).await;
+            (client(gateway.data_addr()).await, gateway)
+        });
+        group.bench_function(format!("ratio_{ratio}"), |b| {
+            b.iter(|| runtime.block_on(get(&mut through)))
+        });
+        runtime.block_on(gateway.shutdown(Duration::from_secs(1)));
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    request_ids,
+    request_done,
+    trace_context,
+    pool,
+    round_trip,
+    traced_round_trip
+);
 criterion_main!(benches);

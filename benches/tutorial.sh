@@ -72,6 +72,7 @@ services:
     namespace: kserve-inference
     minReplicas: $2
     maxReplicas: $3
+    initialScale: 0 # start at minReplicas, also at zero
     backend:
       process:
         command: ["{sluice}", "predictor", "--port", "{port}", "--model-name", "{name}", "--log", "warn", $4]

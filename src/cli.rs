@@ -10,9 +10,23 @@ use std::path::PathBuf;
     about = "A concurrency-aware reverse proxy, activator and autoscaler for model serving"
 )]
 pub struct Cli {
-    /// Log filter, e.g. `info`, `debug`, `sluice=debug,hyper=info`.
-    #[arg(long, env = "SLUICE_LOG", default_value = "info", global = true)]
-    pub log: String,
+    /// Log filter, e.g. `info`, `debug`, `sluice=debug,kube_client=info`
+    /// [default: RUST_LOG if set, else info].
+    #[arg(long, env = "SLUICE_LOG", global = true)]
+    pub log: Option<String>,
+    /// Log lines as text, or as one JSON object each (for log collectors).
+    #[arg(
+        long,
+        env = "SLUICE_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    pub log_format: crate::logging::LogFormat,
+    /// Log each request on the target `sluice::access` (at INFO).
+    #[arg(long, env = "SLUICE_ACCESS_LOG", global = true,
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub access_log: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +53,12 @@ pub enum Command {
         /// List replicas instead of services.
         #[arg(long)]
         pods: bool,
+        /// Keep the table on screen, refreshed every `--interval`, until Ctrl-C.
+        #[arg(long, short)]
+        watch: bool,
+        /// How often `--watch` refreshes (at least 100ms).
+        #[arg(long, default_value = "1s", value_parser = watch_interval, requires = "watch")]
+        interval: std::time::Duration,
     },
     /// Validate a configuration file and print every problem found.
     Check {
@@ -46,6 +66,18 @@ pub enum Command {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+}
+
+impl Cli {
+    /// What the flags and the environment (`RUST_LOG` too) ask of the log.
+    pub fn log_settings(&self) -> crate::logging::LogSettings {
+        crate::logging::LogSettings {
+            filter: self.log.clone(),
+            rust_log: std::env::var("RUST_LOG").ok(),
+            format: self.log_format,
+            access_log: self.access_log,
+        }
+    }
 }
 
 impl Command {
@@ -60,6 +92,15 @@ impl Command {
             Command::Status { .. } | Command::Check { .. } => false,
         }
     }
+}
+
+/// `--interval`: a duration of at least 100ms.
+fn watch_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < std::time::Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(interval)
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +161,24 @@ pub struct SidecarArgs {
     /// requests a second, more than one model container answers.
     #[arg(long, env = "SLUICE_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// How the model container is spoken to: http1, or h2c (HTTP/2 with
+    /// prior knowledge, for gRPC model servers).
+    #[arg(long, env = "SLUICE_UPSTREAM_PROTOCOL", default_value = "http1", value_parser = ["http1", "h2c"])]
+    pub upstream_protocol: String,
+    /// Export request spans to this OTLP/HTTP receiver (e.g.
+    /// http://otel-collector:4318/v1/traces); unset: no spans.
+    #[arg(long, env = "SLUICE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// With --otlp-endpoint: the share of new traces recorded, 0 to 1.
+    #[arg(long, env = "SLUICE_OTLP_SAMPLING_RATIO", default_value_t = 1.0)]
+    pub otlp_sampling_ratio: f64,
+    /// With --otlp-endpoint: the spans' service.name.
+    #[arg(
+        long,
+        env = "SLUICE_OTLP_SERVICE_NAME",
+        default_value = "sluice-sidecar"
+    )]
+    pub otlp_service_name: String,
 }
 
 #[derive(Debug, clap::Args)]

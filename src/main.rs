@@ -10,7 +10,7 @@ use std::process::ExitCode;
 mod exit {
     /// `sluice status` could not read the gateway's status.
     pub const UNREADABLE: u8 = 1;
-    /// EX_USAGE: the configuration (file, flags or TLS files) is invalid.
+    /// EX_USAGE: the configuration (file, flags, log filter or TLS files) is invalid.
     pub const INVALID_CONFIG: u8 = 64;
     /// EX_UNAVAILABLE: a port cannot be listened on.
     pub const CANNOT_LISTEN: u8 = 69;
@@ -58,6 +58,15 @@ impl From<SidecarError> for Failure {
     }
 }
 
+impl From<sluice::gateway::StartError> for Failure {
+    fn from(error: sluice::gateway::StartError) -> Self {
+        match error {
+            sluice::gateway::StartError::Serve(error) => Failure::Serve(error),
+            sluice::gateway::StartError::Config(error) => error.into(),
+        }
+    }
+}
+
 impl From<WebhookError> for Failure {
     fn from(error: WebhookError) -> Self {
         match error {
@@ -69,11 +78,10 @@ impl From<WebhookError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(error) = cli.log_settings().init() {
+        eprintln!("sluice: {error}");
+        return ExitCode::from(exit::INVALID_CONFIG);
+    }
     log_panics();
     if cli.command.serves() {
         sluice::server::raise_open_file_limit();
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), Failure> {
     if let Command::Check { config } = &command {
         let checked = Config::load(config)?;
+        sluice::gateway::check_tls(&checked, config)?;
         println!(
             "{}: ok ({} services)",
             config.display(),
@@ -102,7 +111,23 @@ fn run(command: Command) -> Result<(), Failure> {
     runtime.block_on(async {
         match command {
             Command::Check { .. } => Ok(()),
-            Command::Status { admin, pods } => {
+            Command::Status {
+                admin,
+                pods,
+                watch: true,
+                interval,
+            } => {
+                let table = if pods {
+                    sluice::admin::pods_table
+                } else {
+                    sluice::admin::services_table
+                };
+                sluice::admin::watch(&admin, table, interval)
+                    .await
+                    .map_err(ServeError::Signals)?;
+                Ok(())
+            }
+            Command::Status { admin, pods, .. } => {
                 let status = sluice::admin::fetch_status(&admin).await?;
                 if pods {
                     print!("{}", sluice::admin::pods_table(&status));
@@ -150,6 +175,18 @@ fn sidecar_options(args: SidecarArgs) -> sluice::sidecar::SidecarOptions {
         drain_period: args.drain_period,
         drain_timeout: args.drain_timeout,
         workers: args.workers,
+        // clap took only the names this knows.
+        protocol: sluice::config::UpstreamProtocol::from_name(&args.upstream_protocol)
+            .unwrap_or_default(),
+        tracing: sluice::config::TracingSettings {
+            otlp: args
+                .otlp_endpoint
+                .map(|endpoint| sluice::config::OtlpSettings {
+                    sampling_ratio: args.otlp_sampling_ratio,
+                    service_name: args.otlp_service_name,
+                    ..sluice::config::OtlpSettings::new(&endpoint)
+                }),
+        },
     }
 }
 

@@ -17,6 +17,14 @@ pub fn client() -> ProbeClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A client for a model server that speaks only HTTP/2 (`protocol: h2c`,
+/// a gRPC server): prior knowledge, no HTTP/1.1.
+pub fn http2_client() -> ProbeClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
 /// One check: true if `uri` answers 200 within a second.
 pub async fn check(client: &ProbeClient, uri: &http::Uri) -> bool {
     let attempt = tokio::time::timeout(CHECK_TIMEOUT, client.get(uri.clone()));

@@ -2,8 +2,9 @@
 //! settings and metrics.
 
 use crate::actuator::Actuator;
-use crate::autoscaler::{Scaled, ScalerStatus, ScalingSettings, Spec};
+use crate::autoscaler::{Event, Scaled, ScalerStatus, ScalingSettings, Spec};
 use crate::config::{Backend, Config, MetricsSource, ServiceConfig};
+use crate::history::{History, Mark};
 use crate::kubernetes::Cluster;
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::pods::Dispatcher;
@@ -30,6 +31,8 @@ pub struct Service {
     metrics: ServiceMetrics,
     /// Its tasks' panics, counted and the last kept for `/status`.
     panics: Arc<PanicReports>,
+    /// The last minutes, for `/history` and the live page.
+    history: History,
     created: Instant,
 }
 
@@ -106,6 +109,7 @@ impl Service {
             scaler: Mutex::new(ScalerStatus::default()),
             autoscaler: Mutex::new(None),
             panics,
+            history: History::default(),
             created: Instant::now(),
         });
         service.start_autoscaler();
@@ -124,7 +128,14 @@ impl Service {
         // A Kubernetes actuator reads the sidecars' port from the service.
         let kube_metrics_changed = sc.backend.kubernetes.is_some()
             && (old.metrics != sc.metrics || old.pod_metrics_port != sc.pod_metrics_port);
-        if *old_backend != sc.backend || kube_metrics_changed {
+        // Local replicas' sidecars were started speaking the old protocol.
+        let sidecar_protocol_changed = old.protocol != sc.protocol
+            && sc
+                .backend
+                .process
+                .as_ref()
+                .is_some_and(|p| p.sidecar.is_some());
+        if *old_backend != sc.backend || kube_metrics_changed || sidecar_protocol_changed {
             // A new static list keeps the pods that remain (counts and
             // connections); otherwise the old pods get no new requests (those
             // in flight finish) and the new actuator starts at once with what
@@ -188,6 +199,10 @@ impl Service {
 
     pub fn metrics(&self) -> &ServiceMetrics {
         &self.metrics
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     pub fn age(&self) -> Duration {
@@ -277,10 +292,13 @@ fn actuator_for(
         request_timeout: settings.request_timeout,
         queue_timeout: settings.queue_timeout,
         activation_timeout: settings.activation_timeout,
-        zero_hold: settings
-            .spec
-            .stable_window
-            .saturating_add(settings.spec.scale_to_zero_grace),
+        // As long as the autoscaler would keep an idle replica.
+        zero_hold: settings.spec.stable_window.saturating_add(
+            settings
+                .spec
+                .scale_to_zero_grace
+                .max(settings.spec.scale_to_zero_retention),
+        ),
     });
     // After the actuator has put the static pods in the dispatcher.
     set_static_stats(sc, dispatcher);
@@ -339,6 +357,48 @@ impl Scaled for Service {
     fn set_status(&self, status: ScalerStatus) {
         self.set_scaler_status(status);
     }
+
+    fn remember(&self, event: &Event) {
+        if let Some(mark) = mark_of(event) {
+            self.history.mark(mark);
+        }
+    }
+}
+
+/// An autoscaler event as the history keeps it; `None` for those that
+/// would only repeat every second.
+fn mark_of(event: &Event) -> Option<Mark> {
+    let (kind, from, to, reason) = match event {
+        Event::Started { desired } => ("start", None, Some(*desired), "autoscaler started".into()),
+        Event::Activating { desired } => (
+            "activate",
+            Some(0),
+            Some(*desired),
+            "a request is held and no replica is ready".into(),
+        ),
+        Event::Unreported => return None,
+        Event::Blind { desired, why } => ("blind", None, Some(*desired), why.clone()),
+        Event::SeeingAgain => ("seeing", None, None, "the backend can be seen again".into()),
+        Event::EnteringPanic => ("panic", None, None, "entering panic mode".into()),
+        Event::LeavingPanic => ("calm", None, None, "leaving panic mode".into()),
+        Event::Scaling {
+            from, to, reason, ..
+        } => ("scale", Some(*from), Some(*to), reason.clone()),
+    };
+    Some(Mark {
+        t: unix_millis(),
+        kind: kind.into(),
+        from,
+        to,
+        reason,
+    })
+}
+
+/// Wall-clock time for the history, which a browser shows as such.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 // === impl ServiceSettings ===

@@ -76,17 +76,12 @@ async fn a_clients_broken_chunked_body_is_its_own_400_not_the_pods_fault() {
 async fn the_sidecar_also_blames_a_broken_body_on_the_client() {
     let model = upstream().await;
     let sidecar = sluice::sidecar::Sidecar::start(sluice::sidecar::SidecarOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: model.addr,
-        admin: "127.0.0.1:0".parse().unwrap(),
-        container_concurrency: 0,
-        queue_depth: None,
         queue_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
-        readiness_path: "/ready".into(),
         drain_period: Duration::ZERO,
         drain_timeout: Duration::from_secs(1),
         workers: 1,
+        ..sidecar_options(model.addr, 0)
     })
     .await
     .unwrap();

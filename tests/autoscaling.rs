@@ -16,24 +16,7 @@ use support::*;
 /// The tutorial's service, its replicas `sluice predictor` processes
 /// started by sluice, with `args` added to the predictor's command.
 fn predictor(args: &[&str]) -> ServiceConfig {
-    let bin = env!("CARGO_BIN_EXE_sluice");
-    let command = [
-        bin,
-        "predictor",
-        "--port",
-        "{port}",
-        "--model-name",
-        "{name}",
-    ];
-    let command: Vec<&str> = command
-        .iter()
-        .chain(&["--log", "warn"])
-        .chain(args)
-        .copied()
-        .collect();
-    ServiceConfig::process("redwine-week4", "kserve-inference", &command)
-        .backend("readinessPath", "/v1/models/redwine-week4")
-        .backend("stopGracePeriod", "2s")
+    ServiceConfig::predictor("redwine-week4", "kserve-inference", args)
 }
 
 /// A config with `service` and an autoscaler that decides every second on
@@ -176,14 +159,15 @@ async fn from_zero_a_held_request_is_answered_and_200_at_once_all_are() {
     let yaml = process_config(
         predictor(&["--service-time", "10ms", "--startup-delay", "300ms"])
             .set("minReplicas", 0)
-            .set("maxReplicas", 4),
+            .set("maxReplicas", 4)
+            .set("initialScale", 0),
     );
     let gw = TestGateway::start(&yaml).await;
     let s = service(&gw);
     assert_eq!(
         s.actuator().replicas().len(),
         0,
-        "minReplicas 0 starts none"
+        "minReplicas 0 with initialScale 0 starts none"
     );
     let c = client();
     let r = send(c.post(gw.url(PREDICT)).body(INPUT)).await;

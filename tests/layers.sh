@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 # Bottom to top. Modules on one line form a layer and do not import each other.
 layers=(
-    "config cli load_report probe routing upstream metrics"
-    "pods supervise server kubernetes"
+    "logging"
+    "config cli load_report probe routing upstream metrics history"
+    "pods supervise server kubernetes telemetry"
     "actuator"
     "autoscaler"
     "service"

@@ -38,17 +38,12 @@ async fn prometheus_scrapes_the_gateway_and_a_sidecar() {
     let pod = upstream().await;
     let gw = TestGateway::start(&one_service(&[&pod], "")).await;
     let sidecar = Sidecar::start(SidecarOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: pod.addr,
-        admin: "127.0.0.1:0".parse().unwrap(),
-        container_concurrency: 1,
-        queue_depth: None,
         queue_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
-        readiness_path: "/ready".into(),
         drain_period: Duration::ZERO,
         drain_timeout: Duration::from_secs(5),
         workers: 1,
+        ..sidecar_options(pod.addr, 1)
     })
     .await
     .unwrap();
@@ -218,4 +213,128 @@ async fn alert_rules_pass_promtool_and_use_only_real_metrics() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A Prometheus server on a free port scraping `targets` each second; it
+/// stops when dropped, and keeps its data in `dir`.
+fn prometheus(dir: &std::path::Path, targets: &[String]) -> (Prometheus, String) {
+    let config = dir.join("prometheus.yml");
+    let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: gateway\n    static_configs: [{{ targets: [{}] }}]\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Prometheus(child), format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_sees_a_cold_start_and_the_hold_it_began_with() {
+    if !have_tool("prometheus") {
+        return;
+    }
+    // A model at zero replicas that takes a second to start.
+    let predictor = [
+        env!("CARGO_BIN_EXE_sluice"),
+        "predictor",
+        "--port",
+        "{port}",
+        "--model-name",
+        "{name}",
+        "--startup-delay",
+        "1s",
+        "--log",
+        "warn",
+    ];
+    let service =
+        support::config::Service::process("redwine-week4", "kserve-inference", &predictor)
+            .backend("readinessPath", "/v1/models/redwine-week4")
+            .set("minReplicas", 0)
+            .set("initialScale", 0)
+            .set("maxReplicas", 1);
+    let gw = TestGateway::start(&ConfigBuilder::new().service(service).yaml()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_prometheus, base) = prometheus(dir.path(), &[gw.gateway.admin_addr().to_string()]);
+
+    // Prometheus sees the families at zero first, so that their rates
+    // (the dashboard's, the alerts') see the cold start as an increase.
+    let c = client();
+    let before = "sluice_cold_start_seconds_count{job=\"gateway\",service=\"redwine-week4\"}";
+    eventually(Duration::from_secs(30), before, || async {
+        query(&c, &base, before).await == Some(0.0)
+    })
+    .await;
+
+    // Two requests arrive together at zero: both are held, one is the cold start.
+    let path = "/v1/models/redwine-week4:predict";
+    let body = r#"{"instances": [[7.4, 0.7, 0, 1.9, 0.076, 11, 34, 0.9978, 3.51, 0.56, 9.4]]}"#;
+    let (a, b) = tokio::join!(
+        send(c.post(gw.url(path)).body(body)),
+        send(c.post(gw.url(path)).body(body))
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let held_ms: f64 = a.headers()["sluice-held-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(held_ms >= 900.0, "held {held_ms} ms for a 1 s start");
+
+    let labels = "job=\"gateway\",service=\"redwine-week4\"";
+    let expectations = [
+        (format!("sluice_cold_start_seconds_count{{{labels}}}"), 1.0),
+        (
+            format!("sluice_held_duration_seconds_count{{{labels}}}"),
+            2.0,
+        ),
+        // Both took at least the second the model needed to start.
+        (
+            format!("sluice_held_duration_seconds_bucket{{{labels},le=\"0.5\"}}"),
+            0.0,
+        ),
+        (
+            format!("sluice_cold_start_seconds_bucket{{{labels},le=\"0.5\"}}"),
+            0.0,
+        ),
+        (
+            format!("sluice_cold_start_seconds_bucket{{{labels},le=\"+Inf\"}}"),
+            1.0,
+        ),
+        (
+            format!("sluice_cold_start_seconds_sum{{{labels}}} >= bool 0.9"),
+            1.0,
+        ),
+    ];
+    for (promql, want) in expectations {
+        eventually(Duration::from_secs(30), &promql, || async {
+            query(&c, &base, &promql).await == Some(want)
+        })
+        .await;
+    }
+    // The dashboard's and the alert's quantile has a value to draw.
+    let p95 = "histogram_quantile(0.95, sum by (service, le) (rate(sluice_cold_start_seconds_bucket[30m])))";
+    eventually(Duration::from_secs(10), p95, || async {
+        query(&c, &base, p95).await.is_some_and(|s| s >= 0.9)
+    })
+    .await;
+    assert!(gw.gateway.shutdown(Duration::from_secs(5)).await);
 }

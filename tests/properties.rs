@@ -92,7 +92,7 @@ fn value() -> impl Strategy<Value = String> {
 /// what runs it.
 #[rustfmt::skip]
 fn edges(field: &str) -> &'static [&'static str] {
-    let durations = ["Timeout", "Window", "Period", "Interval", "Duration", "Deadline"];
+    let durations = ["Timeout", "Window", "Period", "Interval", "Duration", "Deadline", "Delay"];
     if durations.iter().any(|end| field.ends_with(end)) {
         return &[
             "0s", "1ms", "1s", "2s", "60s", "300s", "1h", "3600s", "24h", "1day", "999us",

@@ -34,6 +34,8 @@ need() {
 
 need promtool prometheus
 need prometheus prometheus
+need openssl openssl   # the chart tests' TLS certificate
+need chromium chromium # the live page, rendered by tests/livepage.rs
 
 # The chart tests' Python packages, in a venv of the project's own.
 venv=.tools/venv

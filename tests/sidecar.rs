@@ -12,22 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn options(upstream: std::net::SocketAddr, container_concurrency: usize) -> SidecarOptions {
-    SidecarOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream,
-        admin: "127.0.0.1:0".parse().unwrap(),
-        container_concurrency,
-        queue_depth: None,
-        queue_timeout: Duration::from_secs(30),
-        request_timeout: Duration::from_secs(30),
-        readiness_path: "/ready".into(),
-        drain_period: Duration::from_millis(500),
-        drain_timeout: Duration::from_secs(10),
-        workers: 2,
-    }
-}
-
 fn url(sidecar: &Sidecar, path: &str) -> String {
     format!("http://{}{}", sidecar.data_addr, path)
 }
@@ -35,7 +19,9 @@ fn url(sidecar: &Sidecar, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_concurrency_2_never_lets_more_than_2_reach_the_model() {
     let model = upstream().await;
-    let sidecar = Sidecar::start(options(model.addr, 2)).await.unwrap();
+    let sidecar = Sidecar::start(sidecar_options(model.addr, 2))
+        .await
+        .unwrap();
     let c = client();
     let requests = (0..8).map(|_| {
         let (c, url) = (c.clone(), url(&sidecar, "/slow?ms=150"));
@@ -57,7 +43,7 @@ async fn a_full_queue_overflows_with_503_and_the_accepted_all_succeed() {
     let model = upstream().await;
     let sidecar = Sidecar::start(SidecarOptions {
         queue_depth: Some(2),
-        ..options(model.addr, 1)
+        ..sidecar_options(model.addr, 1)
     })
     .await
     .unwrap();
@@ -91,7 +77,11 @@ async fn a_full_queue_overflows_with_503_and_the_accepted_all_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_closed_loop_clients_are_reported_as_about_4() {
     let model = upstream().await;
-    let sidecar = Arc::new(Sidecar::start(options(model.addr, 0)).await.unwrap());
+    let sidecar = Arc::new(
+        Sidecar::start(sidecar_options(model.addr, 0))
+            .await
+            .unwrap(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|_| {
@@ -158,7 +148,7 @@ async fn readiness_follows_the_models() {
     .unwrap();
     let sidecar = Sidecar::start(SidecarOptions {
         readiness_path: "/v1/models/redwine-week4".into(),
-        ..options(model.addr, 0)
+        ..sidecar_options(model.addr, 0)
     })
     .await
     .unwrap();
@@ -292,7 +282,7 @@ async fn pod_sidecar(ip: &str, admin_port: u16, model: &Upstream) -> Sidecar {
     Sidecar::start(SidecarOptions {
         listen: format!("{ip}:0").parse().unwrap(),
         admin: format!("{ip}:{admin_port}").parse().unwrap(),
-        ..options(model.addr, 0)
+        ..sidecar_options(model.addr, 0)
     })
     .await
     .unwrap()
@@ -369,7 +359,9 @@ async fn two_gateways_see_all_the_load_through_the_pods_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_sidecar_still_waits_its_drain_period_while_the_endpoint_is_removed() {
     let model = upstream().await;
-    let sidecar = Sidecar::start(options(model.addr, 0)).await.unwrap();
+    let sidecar = Sidecar::start(sidecar_options(model.addr, 0))
+        .await
+        .unwrap();
     // Idle for longer than the drain period (500 ms) before SIGTERM. Real
     // time on purpose: the sidecar has real sockets, and the drain is
     // measured with the wall clock below.
@@ -388,7 +380,9 @@ async fn an_idle_sidecar_still_waits_its_drain_period_while_the_endpoint_is_remo
 #[tokio::test]
 async fn the_admin_port_tells_the_pods_state() {
     let model = upstream().await;
-    let sidecar = Sidecar::start(options(model.addr, 3)).await.unwrap();
+    let sidecar = Sidecar::start(sidecar_options(model.addr, 3))
+        .await
+        .unwrap();
     let admin = |path: &str| format!("http://{}{}", sidecar.admin_addr, path);
     let r = send(client().get(url(&sidecar, "/x"))).await;
     assert_eq!(r.status(), 200);

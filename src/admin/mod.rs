@@ -1,11 +1,15 @@
-//! The admin listener: /metrics, /healthz, /readyz and /status. Never served
-//! on the data listener.
+//! The admin listener: /metrics, /healthz, /readyz, /status, /history and
+//! the live page at /. Never served on the data listener.
 
+mod history;
 mod status;
 mod table;
+mod watch;
 
+pub use self::history::{HistoryQuery, HistoryReply, ServiceHistory};
 pub use self::status::{LeaderStatus, PodStatus, ServiceStatus, Status};
 pub use self::table::{pods_table, services_table};
+pub use self::watch::watch;
 
 use crate::shared::Shared;
 use bytes::Bytes;
@@ -14,6 +18,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use std::convert::Infallible;
 use std::sync::Arc;
+
+/// The live page: one self-contained file (no CDN, no network at run time)
+/// that polls /history and /status.
+const LIVE_PAGE: &str = include_str!("page.html");
 
 pub async fn handle<B>(
     shared: Arc<Shared>,
@@ -38,6 +46,20 @@ pub async fn handle<B>(
             let body = serde_json::to_string_pretty(&status).expect("status serializes");
             json(StatusCode::OK, body)
         }
+        "/history" => match HistoryQuery::parse(req.uri().query()) {
+            Ok(query) => {
+                let history = HistoryReply::read(&shared, &query);
+                json(
+                    StatusCode::OK,
+                    serde_json::to_string(&history).expect("history serializes"),
+                )
+            }
+            Err(why) => json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": "bad-query", "message": why }).to_string(),
+            ),
+        },
+        "/" | "/ui" => text(StatusCode::OK, "text/html; charset=utf-8", LIVE_PAGE.into()),
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not-found"}"#.into()),
     };
     Ok(response)
@@ -122,6 +144,8 @@ pub enum StatusError {
         admin: String,
         source: hyper_util::client::legacy::Error,
     },
+    #[error("no answer from the gateway's admin at {admin}")]
+    NoAnswer { admin: String },
     #[error("{admin}/status answered {status}")]
     Answered { admin: String, status: StatusCode },
     #[error("reading /status: {0}")]

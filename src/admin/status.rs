@@ -56,6 +56,10 @@ pub struct ServiceStatus {
     /// What went wrong in the service's own tasks (a panic, restarted).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// What sluice could not honour of the service's settings (an
+    /// InferenceService's Knative annotations).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,6 +132,7 @@ impl ServiceStatus {
             pods,
             replicas: s.actuator().replicas(),
             problems: s.problems(),
+            warnings: settings.config.warnings.clone(),
         }
     }
 }

@@ -9,8 +9,18 @@
 //!   `panicThresholdPercentage` of the ready pods; while panicking the
 //!   service never scales down; panic ends a full stable window after the
 //!   desire last crossed the threshold;
+//! - with any load, never fewer than `activationScale` (Knative applies it
+//!   to both desires when their raw count is above zero, in
+//!   pkg/autoscaler/scaling/autoscaler.go);
 //! - to zero (with `minReplicas: 0`) only after no traffic for the stable
-//!   window plus `scaleToZeroGracePeriod`.
+//!   window plus the longer of `scaleToZeroGracePeriod` and
+//!   `scaleToZeroPodRetentionPeriod`. In Knative the grace period is the
+//!   most the last pod waits for the activator to be put in the path, the
+//!   retention period the least it is kept after the decision to go to
+//!   zero; sluice is always in the path, so both are simply waits.
+//!
+//! `scaleDownDelay` and `initialScale` depend on what was decided before:
+//! the [`super::Scaler`] applies them.
 
 use super::window::{History, Sample};
 use crate::config::{AutoscalerDefaults, ScaleMetric, ServiceConfig};
@@ -31,6 +41,14 @@ pub struct Spec {
     pub max_scale_up_rate: f64,
     pub max_scale_down_rate: f64,
     pub scale_to_zero_grace: Duration,
+    /// The last replica's least life after the decision to go to zero.
+    pub scale_to_zero_retention: Duration,
+    /// A count is held this long after it was last wanted.
+    pub scale_down_delay: Duration,
+    /// Replicas to start with, within `[min_replicas, max_replicas]`.
+    pub initial_scale: u32,
+    /// The fewest replicas above zero, within `[1, max_replicas]`.
+    pub activation_scale: u32,
 }
 
 /// Panic mode, carried from one decision to the next.
@@ -82,6 +100,21 @@ impl Spec {
                 .scale_to_zero_grace_period
                 .unwrap_or(d.scale_to_zero_grace_period)
                 .0,
+            scale_to_zero_retention: s
+                .scale_to_zero_pod_retention_period
+                .unwrap_or(d.scale_to_zero_pod_retention_period)
+                .0,
+            scale_down_delay: s.scale_down_delay.unwrap_or(d.scale_down_delay).0,
+            // As Knative's KPA, which bounds the initial scale by min and
+            // max scale like any other count.
+            initial_scale: s
+                .initial_scale
+                .unwrap_or(d.initial_scale)
+                .clamp(s.min_replicas, s.max_replicas().max(s.min_replicas)),
+            activation_scale: s
+                .activation_scale
+                .unwrap_or(d.activation_scale)
+                .clamp(1, s.max_replicas().max(1)),
         }
     }
 
@@ -119,7 +152,17 @@ pub fn decide(
     let base = f64::from(ready.max(1));
     let max_up = (spec.max_scale_up_rate * base).ceil();
     let max_down = (base / spec.max_scale_down_rate).floor().min(max_up);
-    let want = |average: f64| pods_for(average / spec.target).clamp(max_down, max_up) as u32;
+    let want = |average: f64| {
+        let raw = pods_for(average / spec.target);
+        let pods = raw.clamp(max_down, max_up) as u32;
+        // With any load, at least activationScale (as Knative: on the raw
+        // desire, so a scale down by rate alone is not held up by it).
+        if raw > 0.0 {
+            pods.max(spec.activation_scale)
+        } else {
+            pods
+        }
+    };
     let (stable_desire, panic_desire) = (want(stable), want(panicky));
 
     // As Knative: the threshold is checked on the raw panic desire, before
@@ -156,12 +199,13 @@ pub fn decide(
     if spec.min_replicas == 0 && desired == 0 {
         let idle_since = history.last_traffic().unwrap_or_default();
         let idle = now.saturating_sub(idle_since);
-        if idle >= spec.stable_window.saturating_add(spec.scale_to_zero_grace) {
+        let wait = spec.scale_to_zero_grace.max(spec.scale_to_zero_retention);
+        if idle >= spec.stable_window.saturating_add(wait) {
             reason = format!("no traffic for {}s: scale to zero", idle.as_secs());
         } else if ready > 0 {
             desired = 1;
             reason = format!(
-                "idle for {}s, waiting for the stable window and grace period before zero",
+                "idle for {}s, waiting for the stable window and grace (or retention) period before zero",
                 idle.as_secs()
             );
         }
@@ -197,6 +241,10 @@ pub(crate) fn tutorial_spec() -> Spec {
         max_scale_up_rate: 1000.0,
         max_scale_down_rate: 2.0,
         scale_to_zero_grace: Duration::from_secs(30),
+        scale_to_zero_retention: Duration::ZERO,
+        scale_down_delay: Duration::ZERO,
+        initial_scale: 1,
+        activation_scale: 1,
     }
 }
 

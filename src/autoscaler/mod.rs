@@ -4,6 +4,7 @@
 //! carries out its actions.
 
 mod decide;
+mod delay;
 mod runner;
 mod scaler;
 mod scrape;

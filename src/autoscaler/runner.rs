@@ -21,6 +21,8 @@ pub trait Scaled: Send + Sync + 'static {
     /// The settings as they are now (a reload may change them).
     fn scaling(&self) -> ScalingSettings;
     fn set_status(&self, status: ScalerStatus);
+    /// Keeps an event for the service's history (after it is logged).
+    fn remember(&self, _event: &Event) {}
 }
 
 /// The settings the autoscaler reads each second.
@@ -47,7 +49,7 @@ pub async fn run<S: Scaled>(service: Arc<S>) {
         tokio::select! {
             _ = second.tick() => {}
             _ = service.dispatcher().activation_requested() => {
-                let action = scaler.activation_requested();
+                let action = scaler.activation_requested(&service.scaling().spec);
                 carry_out(&*service, action);
                 continue;
             }
@@ -100,6 +102,7 @@ async fn read_load(
 fn carry_out(service: &impl Scaled, action: Action) {
     let name = service.name();
     for event in action.events {
+        service.remember(&event);
         log(name, event);
     }
     for command in action.commands {

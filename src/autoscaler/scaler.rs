@@ -2,18 +2,26 @@
 //! clock, no I/O. The loop feeds it what it read (each second, and when a
 //! request is held at zero) and carries out the [`Action`] it returns.
 //!
-//! - Replicas this sluice starts itself begin at minReplicas at once; those
-//!   that exist without it (a Deployment) are left as they are until the
-//!   first decision, and are not scaled down before a full stable window of
-//!   this scaler's own observation (a new leader, a restarted gateway).
-//! - A request held with no replica ready raises desired from 0 to 1 at once,
-//!   and asks again every second while it is still held with no pod.
+//! - Replicas this sluice starts itself begin at `initialScale` (at least
+//!   minReplicas) at once, and are not scaled below it until that many have
+//!   been ready once (Knative's KPA holds a revision at its initial scale
+//!   until the scale target is initialized, pkg/reconciler/autoscaling/kpa).
+//!   Those that exist without it (a Deployment) are left as they are until
+//!   the first decision, and are not scaled down before a full stable
+//!   window of this scaler's own observation (a new leader, a restarted
+//!   gateway): sluice did not create them, so it has no initial scale.
+//! - A request held with no replica ready raises desired from 0 to
+//!   `activationScale` at once, and asks again every second while it is
+//!   still held with no pod.
+//! - A lower count takes effect only once it has been wanted for
+//!   `scaleDownDelay` ([`DelayWindow`]).
 //! - Decisions come every tick, counted in samples, not in time, so that
 //!   timer drift cannot stretch a 2 s tick to 3 s; a second whose load could
 //!   not be read does not count.
 //! - While the backend cannot be seen, no decision: what is known about the
 //!   pods may be stale, and a scale down on it could be wrong.
 
+use super::delay::DelayWindow;
 use super::{decide, History, Panic, Sample, Spec};
 use std::time::Duration;
 
@@ -109,6 +117,10 @@ pub struct Scaler {
     blind: bool,
     /// When the first decision was made (for replicas not owned).
     watching_since: Option<Duration>,
+    /// Owned replicas: the initial scale not yet reached once, so desired
+    /// stays at least this.
+    initial: Option<u32>,
+    delay: DelayWindow,
 }
 
 // === impl Scaler ===
@@ -117,7 +129,7 @@ impl Scaler {
     /// `owned`: whether the replicas exist only because this sluice starts
     /// them; `ready`: the pods ready now.
     pub fn new(owned: bool, spec: &Spec, ready: u32) -> Self {
-        let desired = if owned { spec.min_replicas } else { ready };
+        let desired = if owned { spec.initial_scale } else { ready };
         Scaler {
             owned,
             desired,
@@ -127,6 +139,8 @@ impl Scaler {
             samples_since_decision: 0,
             blind: false,
             watching_since: None,
+            initial: owned.then_some(desired).filter(|&n| n > 0),
+            delay: DelayWindow::default(),
         }
     }
 
@@ -151,13 +165,16 @@ impl Scaler {
         }
     }
 
-    /// A request is held and no replica is ready: make sure one is coming
-    /// now, not at the next tick. Idempotent if it is.
-    pub fn activation_requested(&mut self) -> Action {
+    /// A request is held and no replica is ready: make sure replicas are
+    /// coming now (`activationScale` of them), not at the next tick.
+    /// Idempotent if they are.
+    pub fn activation_requested(&mut self, spec: &Spec) -> Action {
         let mut events = vec![];
         if self.desired == 0 {
-            self.desired = 1;
-            events.push(Event::Activating { desired: 1 });
+            self.desired = spec.activation_scale.max(1);
+            events.push(Event::Activating {
+                desired: self.desired,
+            });
         }
         let desired = self.desired;
         Action {
@@ -176,7 +193,7 @@ impl Scaler {
         if input.held > 0 && input.ready == 0 {
             // Still holding with no pod: ask again every second, in case the
             // first activation was lost (e.g. the API server did not answer).
-            self.desired = self.desired.max(1);
+            self.desired = self.desired.max(input.spec.activation_scale).max(1);
             action.commands.push(Command::Activate(self.desired));
         }
         let Some(load) = input.load else {
@@ -218,6 +235,16 @@ impl Scaler {
 
     fn decide(&mut self, now: Duration, spec: &Spec, ready: u32, action: &mut Action) {
         let mut decision = decide(spec, &self.history, ready, self.panic, now);
+        let wanted = decision.desired;
+        decision.desired = self.delay.hold(now, spec.scale_down_delay, wanted);
+        if decision.desired > wanted {
+            decision.reason = format!(
+                "scale-down delay: {wanted} wanted, {} wanted within the last {}s is kept ({})",
+                decision.desired,
+                spec.scale_down_delay.as_secs(),
+                decision.reason
+            );
+        }
         if !self.owned {
             let since = *self.watching_since.get_or_insert(now);
             let watched = now.saturating_sub(since);
@@ -226,6 +253,16 @@ impl Scaler {
                 decision.reason = format!(
                     "observed for {}s, less than the stable window: no scale down yet",
                     watched.as_secs()
+                );
+            }
+        }
+        if let Some(initial) = self.initial {
+            if ready >= initial {
+                self.initial = None;
+            } else if decision.desired < initial {
+                decision.desired = initial;
+                decision.reason = format!(
+                    "initial scale {initial} not reached yet ({ready} ready): no scale down"
                 );
             }
         }
@@ -265,3 +302,6 @@ impl Scaler {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod knob_tests;

@@ -6,11 +6,13 @@
 mod kubernetes;
 pub mod ranges;
 mod size;
+mod tracing;
 mod types;
 mod validate;
 
 pub use self::kubernetes::*;
 pub use self::size::ByteSize;
+pub use self::tracing::{OtlpProtocol, OtlpSettings, TracingSettings};
 pub use self::types::*;
 pub use self::validate::{validate, validate_service_config};
 

@@ -51,6 +51,15 @@ pub const PANIC_THRESHOLD_PERCENTAGE: Bounds<f64> = between(110.0, 1000.0);
 pub const TARGET_UTILIZATION: Bounds<f64> = between(0.01, 1.0);
 pub const SCALE_TO_ZERO_GRACE_PERIOD: Bounds<Duration> = between(Duration::ZERO, HOUR);
 pub const SCALE_RATE: Bounds<f64> = above(1.0, 1e6);
+/// Knative's scale-down-delay: 0s–1h.
+pub const SCALE_DOWN_DELAY: Bounds<Duration> = between(Duration::ZERO, HOUR);
+/// Knative's scale-to-zero-pod-retention-period is any non-negative
+/// duration; sluice bounds it like the grace period.
+pub const SCALE_TO_ZERO_POD_RETENTION_PERIOD: Bounds<Duration> = between(Duration::ZERO, HOUR);
+/// Knative's initial-scale: 0 (where allowed) and up; bounded like maxReplicas.
+pub const INITIAL_SCALE: Bounds<u64> = between(0, 10_000);
+/// Knative's activation-scale: at least 1.
+pub const ACTIVATION_SCALE: Bounds<u64> = between(1, 10_000);
 
 // A service.
 pub const MIN_REPLICAS: Bounds<u64> = between(0, 10_000);
@@ -78,10 +87,15 @@ pub const HTTP2_KEEP_ALIVE_INTERVAL: Bounds<Duration> = between(MS, DAY);
 pub const HTTP2_KEEP_ALIVE_TIMEOUT: Bounds<Duration> = between(MS, HOUR);
 pub const MAX_CONNECTIONS: Bounds<u64> = between(1, 1_000_000);
 pub const WORKERS: Bounds<u64> = between(1, 1024);
+pub const TLS_HANDSHAKE_TIMEOUT: Bounds<Duration> = between(MS, HOUR);
+pub const TLS_POLL_INTERVAL: Bounds<Duration> = between(MS, DAY);
 
 // Local replicas.
 pub const STARTUP_TIMEOUT: Bounds<Duration> = between(MS, DAY);
 pub const STOP_GRACE_PERIOD: Bounds<Duration> = between(Duration::ZERO, HOUR);
+
+// Tracing.
+pub const SAMPLING_RATIO: Bounds<f64> = between(0.0, 1.0);
 
 // Leader election.
 pub const LEASE_TIMING: Bounds<Duration> = between(MS, HOUR);
@@ -189,6 +203,8 @@ mod tests {
         for bound in [
             STABLE_WINDOW,
             SCALE_TO_ZERO_GRACE_PERIOD,
+            SCALE_DOWN_DELAY,
+            SCALE_TO_ZERO_POD_RETENTION_PERIOD,
             REQUEST_TIMEOUT,
             ACTIVATION_TIMEOUT,
             STARTUP_TIMEOUT,

@@ -1,6 +1,6 @@
 //! The typed shape of the configuration file. Every struct rejects unknown fields.
 
-use super::{ByteSize, KubernetesBackend, KubernetesSettings};
+use super::{ByteSize, KubernetesBackend, KubernetesSettings, TracingSettings};
 use serde::{de, Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,8 +23,32 @@ pub struct Config {
     pub gateway: GatewaySettings,
     #[serde(default)]
     pub kubernetes: KubernetesSettings,
+    /// Trace export. Read at start.
+    #[serde(default)]
+    pub tracing: TracingSettings,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// TLS on the data listener. Unset: plain HTTP (and h2c).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+}
+
+/// The data listener's certificate. Read at start; the files are then
+/// re-read when they change, but a reload that changes these keys takes
+/// effect on restart.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+    /// From accept to the end of the TLS handshake.
+    #[serde(default = "defaults::tls_handshake_timeout")]
+    pub handshake_timeout: Dur,
+    /// How often the two files are read to see if they changed.
+    #[serde(default = "defaults::tls_poll_interval")]
+    pub poll_interval: Dur,
 }
 
 /// Knative KPA settings; every key may be overridden per service.
@@ -40,6 +64,17 @@ pub struct AutoscalerDefaults {
     pub scale_to_zero_grace_period: Dur,
     pub max_scale_up_rate: f64,
     pub max_scale_down_rate: f64,
+    /// Knative's scale-down-delay: a count is held this long after it was
+    /// last wanted (the most wanted over this window).
+    pub scale_down_delay: Dur,
+    /// Knative's initial-scale: replicas sluice starts with (at least
+    /// minReplicas); `0` only when written.
+    pub initial_scale: u32,
+    /// Knative's activation-scale: replicas started at once from zero.
+    pub activation_scale: u32,
+    /// Knative's scale-to-zero-pod-retention-period: the last replica is
+    /// kept at least this long after the decision to go to zero.
+    pub scale_to_zero_pod_retention_period: Dur,
 }
 
 /// How the gateway treats requests: limits and timeouts. Reloadable.
@@ -136,6 +171,10 @@ pub struct ServiceConfig {
     /// sidecars' admin port.
     #[serde(default = "defaults::pod_metrics_port")]
     pub pod_metrics_port: u16,
+    /// How the pods are spoken to: HTTP/1.1, or HTTP/2 with prior knowledge
+    /// (`h2c`, Knative's port name for it; gRPC model servers need it).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     pub backend: Backend,
 
     // Per-service overrides of the gateway settings.
@@ -163,6 +202,20 @@ pub struct ServiceConfig {
     pub max_scale_up_rate: Option<f64>,
     #[serde(default)]
     pub max_scale_down_rate: Option<f64>,
+    #[serde(default)]
+    pub scale_down_delay: Option<Dur>,
+    #[serde(default)]
+    pub initial_scale: Option<u32>,
+    #[serde(default)]
+    pub activation_scale: Option<u32>,
+    #[serde(default)]
+    pub scale_to_zero_pod_retention_period: Option<Dur>,
+
+    /// What sluice could not honour of what it was given (an
+    /// InferenceService's annotations): shown in `/status`, never read
+    /// from the file.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -171,6 +224,44 @@ pub enum MetricsSource {
     #[default]
     Gateway,
     Pods,
+}
+
+/// The protocol sluice speaks to a service's pods.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request at a time per connection, connections pooled.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, with prior knowledge: requests multiplexed as
+    /// streams over one connection per pod and worker thread.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// Knative's and KServe's port names: `h2c` means HTTP/2, anything else HTTP/1.1.
+    pub fn from_port_name(name: Option<&str>) -> Self {
+        match name {
+            Some("h2c") => UpstreamProtocol::H2c,
+            _ => UpstreamProtocol::Http1,
+        }
+    }
+
+    /// `http1` or `h2c`, as the configuration and the sidecar's flag write it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "http1" => Some(UpstreamProtocol::Http1),
+            "h2c" => Some(UpstreamProtocol::H2c),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -267,6 +358,10 @@ impl Default for AutoscalerDefaults {
             scale_to_zero_grace_period: Dur(Duration::from_secs(30)),
             max_scale_up_rate: 1000.0,
             max_scale_down_rate: 2.0,
+            scale_down_delay: Dur(Duration::ZERO),
+            initial_scale: 1,
+            activation_scale: 1,
+            scale_to_zero_pod_retention_period: Dur(Duration::ZERO),
         }
     }
 }
@@ -317,7 +412,9 @@ impl Default for Config {
             autoscaler: AutoscalerDefaults::default(),
             gateway: GatewaySettings::default(),
             kubernetes: KubernetesSettings::default(),
+            tracing: TracingSettings::default(),
             services: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -336,6 +433,7 @@ impl ServiceConfig {
             container_concurrency: 0,
             metrics: MetricsSource::default(),
             pod_metrics_port: defaults::pod_metrics_port(),
+            protocol: UpstreamProtocol::default(),
             backend,
             request_timeout: None,
             queue_depth: None,
@@ -348,6 +446,11 @@ impl ServiceConfig {
             scale_to_zero_grace_period: None,
             max_scale_up_rate: None,
             max_scale_down_rate: None,
+            scale_down_delay: None,
+            initial_scale: None,
+            activation_scale: None,
+            scale_to_zero_pod_retention_period: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -385,5 +488,11 @@ mod defaults {
     }
     pub fn stop_grace_period() -> Dur {
         Dur(std::time::Duration::from_secs(10))
+    }
+    pub fn tls_handshake_timeout() -> Dur {
+        Dur(std::time::Duration::from_secs(10))
+    }
+    pub fn tls_poll_interval() -> Dur {
+        Dur(std::time::Duration::from_secs(5))
     }
 }

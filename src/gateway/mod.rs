@@ -1,7 +1,11 @@
 //! `sluice gateway`: binds the data and admin listeners, serves until told to
-//! stop, reloads its configuration on SIGHUP and when the file changes.
+//! stop, reloads its configuration on SIGHUP and when the file changes, and
+//! its TLS certificate (if any) when its files change.
+
+pub use self::tls::check as check_tls;
 
 mod reload;
+mod tls;
 
 use self::reload::ConfigFile;
 
@@ -30,10 +34,21 @@ pub struct Gateway {
     data_server: server::Workers,
     admin_server: JoinHandle<()>,
     watcher: Option<JoinHandle<()>>,
+    tls_watcher: Option<JoinHandle<()>>,
     inference_services: Option<JoinHandle<()>>,
+    /// Samples each service once a second for `/history`.
+    history: JoinHandle<()>,
 }
 
-pub use crate::server::ServeError as StartError;
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
+    /// The TLS certificate or key (named by their `tls:` keys).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 // === impl Gateway ===
 
@@ -53,7 +68,21 @@ impl Gateway {
             .iter()
             .map(|s| format!("{}/{}", s.namespace, s.name))
             .collect();
+        let tls_settings = config.tls.clone();
         let shared = Shared::new(config);
+        // Before anything else runs: a certificate that cannot load is a
+        // configuration error, and the replicas just started are stopped.
+        let certificate = match tls::load(&shared.config(), shared.metrics.tls.clone()).await {
+            Ok(certificate) => certificate,
+            Err(error) => {
+                shared.retire_all().await;
+                let error = match &config_path {
+                    Some(path) => error.at(path),
+                    None => error,
+                };
+                return Err(error.into());
+            }
+        };
         shared.cluster.start();
         let inference_services = shared
             .cluster
@@ -75,17 +104,32 @@ impl Gateway {
                     },
                 ))
             });
+        let history = tokio::spawn(crate::shared::keep_history(shared.routes.clone()));
         let (stop, stopped) = watch::channel(false);
 
-        let (data_options, admin_options) =
+        let (mut data_options, admin_options) =
             server::data_and_admin(&gateway_settings, &shared.metrics.connections);
+        let tls_watcher = match (&certificate, &tls_settings) {
+            (Some(certificate), Some(settings)) => {
+                let acceptor = server::tls::acceptor(certificate.clone());
+                data_options = data_options.tls(acceptor, settings.handshake_timeout.0);
+                let (certificate, every) = (certificate.clone(), settings.poll_interval.0);
+                let stopped = stopped.clone();
+                Some(tokio::spawn(supervised(
+                    "tls-watcher",
+                    shared.clone(),
+                    move || certificate.clone().watch(every, stopped.clone()),
+                )))
+            }
+            _ => None,
+        };
         let data_proxy = shared.proxy.clone();
         let workers =
             (gateway_settings.connections.workers).unwrap_or_else(server::default_workers);
         let data_server = server::Workers::start(
             config_listen,
             workers,
-            data_options,
+            data_options.with_tunnels(shared.proxy.tunnels.clone()),
             move |peer: SocketAddr| {
                 let proxy = data_proxy.clone();
                 hyper::service::service_fn(move |req| {
@@ -120,7 +164,8 @@ impl Gateway {
                 reload::watch_file(shared.clone(), file.clone(), stopped.clone())
             }))
         });
-        info!(listen = %data_addr, admin = %admin_addr, workers = data_server.count(), services = ?names, "sluice gateway started");
+        let tls = certificate.is_some();
+        info!(listen = %data_addr, admin = %admin_addr, tls, workers = data_server.count(), services = ?names, "sluice gateway started");
         Ok(Gateway {
             shared,
             data_addr,
@@ -130,7 +175,9 @@ impl Gateway {
             data_server,
             admin_server,
             watcher,
+            tls_watcher,
             inference_services,
+            history,
         })
     }
 
@@ -160,15 +207,25 @@ impl Gateway {
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.shared.start_draining();
         let _ = self.stop.send(true);
-        for task in [self.watcher, self.inference_services]
+        self.history.abort();
+        for task in [self.watcher, self.tls_watcher, self.inference_services]
             .into_iter()
             .flatten()
         {
             task.abort();
         }
-        let drained = tokio::time::timeout(grace, self.data_server.finished())
+        let started = tokio::time::Instant::now();
+        let connections_done = tokio::time::timeout(grace, self.data_server.finished())
             .await
             .is_ok();
+        // Upgraded connections (WebSockets) left the server when they
+        // switched: they get what is left of the grace period, then close.
+        let tunnels = &self.shared.proxy.tunnels;
+        let tunnels_done = tokio::time::timeout_at(started + grace, tunnels.closed())
+            .await
+            .is_ok();
+        tunnels.close_all();
+        let drained = connections_done && tunnels_done;
         // Requests are done (or out of time): now stop every local replica,
         // so that no child process outlives the gateway.
         let stop_grace = grace.max(Duration::from_secs(10));
@@ -179,6 +236,9 @@ impl Gateway {
             warn!("replicas still stopping; they are killed as the gateway exits");
         }
         self.admin_server.abort();
+        if let Some(telemetry) = self.shared.proxy.telemetry() {
+            telemetry.clone().shutdown_async().await;
+        }
         if drained {
             info!("all requests finished; stopped");
         } else {

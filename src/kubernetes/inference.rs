@@ -8,36 +8,23 @@
 //! and scales the `<name>-predictor` Deployment that KServe creates in raw
 //! deployment (Standard) mode with `serving.kserve.io/autoscalerClass:
 //! external`, reading its pods from the `<name>-predictor` Service's
-//! EndpointSlices.
+//! EndpointSlices. Knative's `autoscaling.knative.dev/*` annotations are
+//! honoured after those fields (see `knative.rs`); what cannot be is a
+//! warning in `/status` and the log.
 
+use super::isvc::service_from_inference_service;
 use super::{Cluster, WatchBackoff, PROBE_EVERY, PROBE_TIMEOUT, WATCH_SECONDS};
-use crate::config::{validate_service_config, InferenceServices, MetricsSource, ServiceConfig};
+use crate::config::{InferenceServices, ServiceConfig};
 use futures_util::StreamExt;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
-
-/// The opt-in annotation.
-pub const AUTOSCALE: &str = "sluice.dev/autoscale";
-/// Overrides `inferenceServices.port`: the pods' port requests go to.
-pub const PORT: &str = "sluice.dev/port";
-/// Overrides `inferenceServices.metrics`: `gateway` or `pods`.
-pub const METRICS: &str = "sluice.dev/metrics";
-
-/// The fields of `spec.predictor` sluice reads, by their own names.
-const PREDICTOR_FIELDS: [&str; 5] = [
-    "minReplicas",
-    "maxReplicas",
-    "scaleTarget",
-    "scaleMetric",
-    "containerConcurrency",
-];
 
 fn api_resource() -> ApiResource {
     ApiResource {
@@ -52,71 +39,6 @@ fn api_resource() -> ApiResource {
 /// The service an InferenceService asks for: `Ok(None)` if it did not opt
 /// in, `Err` (naming the field) if it opted in with something sluice cannot
 /// serve.
-pub fn service_from_inference_service(
-    isvc: &Value,
-    settings: &InferenceServices,
-    domain: &str,
-) -> Result<Option<ServiceConfig>, String> {
-    let metadata = &isvc["metadata"];
-    let annotations = &metadata["annotations"];
-    if annotations[AUTOSCALE].as_str() != Some("true") {
-        return Ok(None);
-    }
-    let (Some(name), Some(namespace)) = (metadata["name"].as_str(), metadata["namespace"].as_str())
-    else {
-        return Err("metadata: needs a name and a namespace".into());
-    };
-    let port = match annotations[PORT].as_str() {
-        Some(text) => text
-            .parse::<u16>()
-            .map_err(|_| format!("metadata.annotations.{PORT}: {text:?} is not a port"))?,
-        None => settings.port,
-    };
-    let metrics = match annotations[METRICS].as_str() {
-        Some(text) => json!(text),
-        None => json!(match settings.metrics {
-            MetricsSource::Gateway => "gateway",
-            MetricsSource::Pods => "pods",
-        }),
-    };
-    let predictor = &isvc["spec"]["predictor"];
-    // KServe 0.20 may name the predictor: `<name>-<predictor>-predictor`.
-    let deployment = match predictor["name"].as_str().filter(|n| !n.is_empty()) {
-        Some(component) => format!("{name}-{component}-predictor"),
-        None => format!("{name}-predictor"),
-    };
-    let mut service = json!({
-        "name": name,
-        "namespace": namespace,
-        "hosts": [format!("{name}-{namespace}.{domain}")],
-        "metrics": metrics,
-        "podMetricsPort": settings.pod_metrics_port,
-        "backend": { "kubernetes": { "deployment": deployment, "port": port } },
-    });
-    for field in PREDICTOR_FIELDS {
-        if let Some(value) = predictor.get(field).filter(|v| !v.is_null()) {
-            service[field] = value.clone();
-        }
-    }
-    let config: ServiceConfig = serde_path_to_error::deserialize(service).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if PREDICTOR_FIELDS.contains(&path.as_str()) {
-            format!("spec.predictor.{path}")
-        } else {
-            path
-        };
-        format!("{at}: {}", e.into_inner())
-    })?;
-    let problems = validate_service_config(&config);
-    if !problems.is_empty() {
-        return Err(problems.join("; "));
-    }
-    Ok(Some(config))
-}
-
-/// Watches InferenceServices (all namespaces, or the configured ones) and
-/// calls `publish` with every opted-in service whenever they change. Keeps
-/// the last known set while the API server cannot be reached.
 pub async fn watch_inference_services(
     cluster: Arc<Cluster>,
     domain: String,
@@ -259,6 +181,8 @@ fn entry(object: DynamicObject) -> (String, Value) {
 struct Served {
     last_good: BTreeMap<String, ServiceConfig>,
     reported: BTreeMap<String, String>,
+    /// The annotations not honoured, by namespace/name, as last logged.
+    warned: BTreeMap<String, Vec<String>>,
     published: Option<Vec<ServiceConfig>>,
 }
 
@@ -273,11 +197,18 @@ impl Served {
         let objects: BTreeMap<&String, &Value> = known.iter().flatten().flatten().collect();
         self.last_good.retain(|key, _| objects.contains_key(key));
         self.reported.retain(|key, _| objects.contains_key(key));
+        self.warned.retain(|key, _| objects.contains_key(key));
         let mut services = Vec::new();
         for (key, object) in objects {
             match service_from_inference_service(object, settings, domain) {
                 Ok(Some(service)) => {
                     self.reported.remove(key);
+                    if self.warned.get(key) != Some(&service.warnings) {
+                        for warning in &service.warnings {
+                            warn!(inference_service = %key, "annotation not honoured: {warning}");
+                        }
+                        self.warned.insert(key.clone(), service.warnings.clone());
+                    }
                     self.last_good.insert(key.clone(), service.clone());
                     services.push(service);
                 }
@@ -308,137 +239,5 @@ impl Served {
             publish(services.clone());
             self.published = Some(services);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Backend, KubernetesBackend, ScaleMetric};
-
-    const DOMAIN: &str = "example.com";
-
-    /// An InferenceService as `kubectl get isvc -o json` prints it.
-    fn fixture() -> Value {
-        serde_json::from_str(include_str!(
-            "../../tests/fixtures/kubernetes/inferenceservice.json"
-        ))
-        .expect("the fixture is JSON")
-    }
-
-    #[test]
-    fn a_real_inference_service_becomes_the_tutorial_service() {
-        let service =
-            service_from_inference_service(&fixture(), &InferenceServices::default(), DOMAIN)
-                .unwrap()
-                .expect("it opted in");
-        assert_eq!(
-            (service.name.as_str(), service.namespace.as_str()),
-            ("redwine-week4", "kserve-inference")
-        );
-        assert_eq!(
-            (
-                service.min_replicas,
-                service.max_replicas(),
-                service.scale_target
-            ),
-            (1, 8, 1.0)
-        );
-        assert_eq!(service.scale_metric, ScaleMetric::Concurrency);
-        assert_eq!(service.container_concurrency, 2);
-        assert_eq!(
-            service.default_host(DOMAIN),
-            "redwine-week4.kserve-inference.example.com"
-        );
-        // The host of the URL KServe itself reports in raw mode.
-        assert_eq!(
-            service.hosts,
-            ["redwine-week4-kserve-inference.example.com"]
-        );
-        assert_eq!(
-            service.backend,
-            Backend {
-                kubernetes: Some(KubernetesBackend {
-                    deployment: "redwine-week4-predictor".into(),
-                    service: None,
-                    port: 8080,
-                }),
-                ..Default::default()
-            }
-        );
-    }
-
-    #[test]
-    fn a_named_predictor_is_scaled_through_its_own_deployment() {
-        let mut isvc = fixture();
-        isvc["spec"]["predictor"]["name"] = json!("blue");
-        let service = service_from_inference_service(&isvc, &InferenceServices::default(), DOMAIN)
-            .unwrap()
-            .unwrap();
-        let backend = service.backend.kubernetes.unwrap();
-        assert_eq!(backend.deployment, "redwine-week4-blue-predictor");
-    }
-
-    #[test]
-    fn without_the_annotation_it_is_not_served() {
-        let mut isvc = fixture();
-        isvc["metadata"]["annotations"]
-            .as_object_mut()
-            .unwrap()
-            .remove(AUTOSCALE);
-        let settings = InferenceServices::default();
-        assert_eq!(
-            service_from_inference_service(&isvc, &settings, DOMAIN),
-            Ok(None)
-        );
-        isvc["metadata"]["annotations"][AUTOSCALE] = json!("false");
-        assert_eq!(
-            service_from_inference_service(&isvc, &settings, DOMAIN),
-            Ok(None)
-        );
-    }
-
-    #[test]
-    fn annotations_choose_the_port_and_the_metrics() {
-        let mut isvc = fixture();
-        isvc["metadata"]["annotations"][PORT] = json!("8012");
-        isvc["metadata"]["annotations"][METRICS] = json!("pods");
-        let service = service_from_inference_service(&isvc, &InferenceServices::default(), DOMAIN)
-            .unwrap()
-            .unwrap();
-        assert_eq!(service.backend.kubernetes.unwrap().port, 8012);
-        assert_eq!(service.metrics, MetricsSource::Pods);
-    }
-
-    #[test]
-    fn unset_fields_take_kserve_defaults_and_bad_ones_are_named() {
-        let mut isvc = fixture();
-        let predictor = isvc["spec"]["predictor"].as_object_mut().unwrap();
-        for field in PREDICTOR_FIELDS {
-            predictor.remove(field);
-        }
-        let settings = InferenceServices::default();
-        let service = service_from_inference_service(&isvc, &settings, DOMAIN)
-            .unwrap()
-            .unwrap();
-        assert_eq!((service.min_replicas, service.max_replicas()), (1, 1));
-        assert_eq!(service.container_concurrency, 0);
-
-        isvc["spec"]["predictor"]["scaleMetric"] = json!("cpu");
-        let error = service_from_inference_service(&isvc, &settings, DOMAIN).unwrap_err();
-        assert!(error.starts_with("spec.predictor.scaleMetric:"), "{error}");
-
-        isvc["spec"]["predictor"]["scaleMetric"] = json!("rps");
-        isvc["spec"]["predictor"]["minReplicas"] = json!(5);
-        isvc["spec"]["predictor"]["maxReplicas"] = json!(2);
-        let error = service_from_inference_service(&isvc, &settings, DOMAIN).unwrap_err();
-        assert!(
-            error.contains("maxReplicas: 2 must be at least minReplicas (5)"),
-            "{error}"
-        );
-
-        isvc["metadata"]["annotations"][PORT] = json!("http");
-        let error = service_from_inference_service(&isvc, &settings, DOMAIN).unwrap_err();
-        assert!(error.contains(PORT), "{error}");
     }
 }

@@ -10,10 +10,13 @@
 
 mod health;
 mod inference;
+mod isvc;
+mod knative;
 mod leader;
 
 pub use self::health::ApiHealth;
-pub use self::inference::{service_from_inference_service, watch_inference_services};
+pub use self::inference::watch_inference_services;
+pub use self::isvc::service_from_inference_service;
 pub use self::leader::{step, Leadership, Step};
 
 use crate::config::KubernetesSettings;

@@ -8,11 +8,15 @@
 
 mod connections;
 mod kubernetes;
+mod recent;
 mod tasks;
+mod tls;
 
 pub use self::connections::{ConnectionMetrics, ListenerMetrics};
 pub use self::kubernetes::KubernetesMetrics;
+pub use self::recent::RecentDurations;
 pub use self::tasks::TaskMetrics;
+pub use self::tls::TlsMetrics;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,6 +29,11 @@ use std::sync::Arc;
 /// Request durations in seconds, from a fast model to a slow cold start.
 const DURATION_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Cold starts and holds, in seconds: from a warm process to a large model's pull.
+const COLD_START_BUCKETS: [f64; 15] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +69,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: HistogramFamily,
+    cold_starts: HistogramFamily,
+    holds: HistogramFamily,
     errors: Family<ErrorLabels, Counter>,
     retries: Family<ServiceLabels, Counter>,
     unrouted: Counter,
@@ -67,6 +78,7 @@ pub struct Metrics {
     pub kubernetes: KubernetesMetrics,
     pub tasks: TaskMetrics,
     pub connections: ConnectionMetrics,
+    pub tls: TlsMetrics,
 }
 
 /// One service's handles, taken once so the request path does no registry work
@@ -75,7 +87,14 @@ pub struct Metrics {
 pub struct ServiceMetrics {
     labels: ServiceLabels,
     requests: Family<RequestLabels, Counter>,
+    /// The `code="200"` counter, taken once: nearly every request lands here, and
+    /// the family lookup costs two label clones, a hash and a lock.
+    ok: Counter,
     duration: Histogram,
+    cold_start: Histogram,
+    held: Histogram,
+    /// This service's latest durations, for the live page's quantiles.
+    pub recent: Arc<RecentDurations>,
     errors: Family<ErrorLabels, Counter>,
     retries: Counter,
     pub tasks: TaskMetrics,
@@ -98,6 +117,20 @@ impl Metrics {
             "sluice_request_duration_seconds",
             "Time from a request's arrival to the end of its response body",
             durations.clone(),
+        );
+        let cold_starts: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(COLD_START_BUCKETS));
+        registry.register(
+            "sluice_cold_start_seconds",
+            "From the arrival of the request that found no replica ready to the end of its response",
+            cold_starts.clone(),
+        );
+        let holds: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(COLD_START_BUCKETS));
+        registry.register(
+            "sluice_held_duration_seconds",
+            "Time a request was held by the activator until a pod took it",
+            holds.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
@@ -126,14 +159,18 @@ impl Metrics {
         let kubernetes = KubernetesMetrics::register(&mut registry);
         let tasks = TaskMetrics::register(&mut registry);
         let connections = ConnectionMetrics::register(&mut registry);
+        let tls = TlsMetrics::register(&mut registry);
         registry.register_collector(Box::new(live));
         Metrics {
             kubernetes,
             tasks,
             connections,
+            tls,
             registry,
             requests,
             durations,
+            cold_starts,
+            holds,
             errors,
             retries,
             unrouted,
@@ -146,8 +183,20 @@ impl Metrics {
             service: service.into(),
             namespace: namespace.into(),
         };
+        let ok = self
+            .requests
+            .get_or_create(&RequestLabels {
+                service: labels.service.clone(),
+                namespace: labels.namespace.clone(),
+                code: 200,
+            })
+            .clone();
         ServiceMetrics {
+            ok,
             duration: self.durations.get_or_create(&labels).clone(),
+            cold_start: self.cold_starts.get_or_create(&labels).clone(),
+            held: self.holds.get_or_create(&labels).clone(),
+            recent: Arc::default(),
             retries: self.retries.get_or_create(&labels).clone(),
             requests: self.requests.clone(),
             errors: self.errors.clone(),
@@ -179,13 +228,18 @@ impl Metrics {
 
 impl ServiceMetrics {
     pub fn request_done(&self, code: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        self.recent.observe(seconds);
+        if code == 200 {
+            self.ok.inc();
+            return;
+        }
         let labels = RequestLabels {
             service: self.labels.service.clone(),
             namespace: self.labels.namespace.clone(),
             code,
         };
         self.requests.get_or_create(&labels).inc();
-        self.duration.observe(seconds);
     }
 
     pub fn proxy_error(&self, error: &'static str) {
@@ -199,5 +253,15 @@ impl ServiceMetrics {
 
     pub fn retried(&self) {
         self.retries.inc();
+    }
+
+    /// A request that was held for the first pod got its pod.
+    pub fn held(&self, seconds: f64) {
+        self.held.observe(seconds);
+    }
+
+    /// The request that found the service at zero has been answered.
+    pub fn cold_start(&self, seconds: f64) {
+        self.cold_start.observe(seconds);
     }
 }

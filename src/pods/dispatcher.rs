@@ -101,7 +101,7 @@ impl Dispatcher {
             // A retry (with a pod to avoid) is the same request arriving once.
             self.meter().arrive();
         }
-        let (rx, held) = {
+        let (rx, held, first_held) = {
             let mut state = self.lock();
             state.drop_gone_waiters();
             if state.waiters.is_empty() {
@@ -119,12 +119,13 @@ impl Dispatcher {
             state.waiters.push_back(tx);
             let held = state.pods.is_empty();
             self.queued.fetch_add(1, Ordering::Relaxed);
+            // Under the lock: of the requests held together, one is first.
+            let first_held = held && self.held.fetch_add(1, Ordering::Relaxed) == 0;
             if held {
-                self.held.fetch_add(1, Ordering::Relaxed);
                 self.activation.notify_one();
             }
             self.meter().up(started);
-            (rx, held)
+            (rx, held, first_held)
         };
         let mut waiting = Waiting {
             dispatcher: self,
@@ -137,6 +138,9 @@ impl Dispatcher {
                 let mut lease = Lease::new(self.clone(), pod);
                 if held {
                     lease.held_for = Some(started.elapsed());
+                    lease.cold_start = first_held;
+                } else {
+                    lease.queued_for = Some(started.elapsed());
                 }
                 Ok(lease)
             }

@@ -12,6 +12,11 @@ pub struct Lease {
     pod: Arc<Pod>,
     /// How long the request was held for activation (no pod at arrival).
     pub(super) held_for: Option<std::time::Duration>,
+    /// The request was the first held while the service had no pod: the
+    /// one whose wait is the cold start.
+    pub(super) cold_start: bool,
+    /// How long the request waited in the queue for a free slot.
+    pub(super) queued_for: Option<std::time::Duration>,
 }
 
 impl Lease {
@@ -24,6 +29,8 @@ impl Lease {
             dispatcher,
             pod,
             held_for: None,
+            cold_start: false,
+            queued_for: None,
         }
     }
 
@@ -34,6 +41,16 @@ impl Lease {
     /// Set when the request waited for the service's first pod (a cold start).
     pub fn held_for(&self) -> Option<std::time::Duration> {
         self.held_for
+    }
+
+    /// Whether this request found the service at zero, first of those held.
+    pub fn is_cold_start(&self) -> bool {
+        self.cold_start
+    }
+
+    /// Set when the request waited in the queue for a slot of a running service.
+    pub fn queued_for(&self) -> Option<std::time::Duration> {
+        self.queued_for
     }
 }
 
@@ -158,6 +175,27 @@ mod tests {
         assert_eq!(d.held(), 0);
         // With a pod, a request is not held.
         assert_eq!(d.admit(None, LONG, LONG).await.unwrap().held_for(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn of_the_requests_held_at_zero_the_first_is_the_cold_start() {
+        let d = Dispatcher::new(0, 10, fastrand::Rng::with_seed(1));
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            waiters.push(tokio::spawn({
+                let d = d.clone();
+                async move { d.admit(None, LONG, LONG).await }
+            }));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(d.held(), 3);
+        d.set_pods(&pods(1));
+        let mut cold = Vec::new();
+        for waiter in waiters {
+            cold.push(waiter.await.unwrap().unwrap().is_cold_start());
+        }
+        assert_eq!(cold, [true, false, false]);
+        assert!(!d.admit(None, LONG, LONG).await.unwrap().is_cold_start());
     }
 
     #[tokio::test(start_paused = true)]

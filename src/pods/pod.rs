@@ -1,6 +1,6 @@
 //! One pod: an address and its live load.
 
-use crate::upstream::Connections;
+use crate::upstream::{Connections, SharedConnections};
 use http::uri::Authority;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -20,6 +20,8 @@ pub struct Pod {
     pub(super) retired: AtomicBool,
     /// Idle connections to this pod, reused by the next requests.
     pub connections: Connections,
+    /// HTTP/2 connections to this pod (a service with `protocol: h2c`).
+    pub streams: SharedConnections,
     /// Where the pod's sidecar reports its load (`/stats`), if it has one.
     stats: Mutex<Option<Authority>>,
     started: Instant,
@@ -36,6 +38,7 @@ impl Pod {
             last_pick: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             connections: Connections::default(),
+            streams: SharedConnections::default(),
             stats: Mutex::new(None),
             started: Instant::now(),
         }

@@ -6,7 +6,13 @@
 //! queues the rest, so concurrency above the workers really slows it down),
 //! and a start-up delay to mimic a slow-loading model. It is not a model
 //! server; put a real one behind sluice in production.
+//!
+//! The same port serves KServe v2 gRPC (`grpc`): a request whose
+//! content-type is `application/grpc*` goes to the gRPC service, any other to
+//! the HTTP/JSON routes, so one port answers both (and a process replica's
+//! HTTP readiness path keeps working when clients speak gRPC).
 
+pub mod grpc;
 mod model;
 
 pub use self::model::{predict, v1_predict, v2_infer, InputError, FEATURES};
@@ -17,7 +23,7 @@ use crate::server::ServeError;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -26,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
+use tonic::codegen::Service;
 use tracing::info;
 
 /// Largest request body the predictor reads.
@@ -84,7 +91,22 @@ impl Predictor {
             ),
             move |_peer| {
                 let model = model.clone();
-                hyper::service::service_fn(move |req| handle(model.clone(), req))
+                let grpc = grpc::server(model.clone());
+                // Either body: JSON from the HTTP routes, or gRPC frames and
+                // trailers from the gRPC service.
+                hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let model = model.clone();
+                    let mut grpc = grpc.clone();
+                    async move {
+                        if grpc::is_grpc(&req) {
+                            let response = grpc.call(req).await?;
+                            Ok::<_, Infallible>(response.map(Either::Right))
+                        } else {
+                            let response = handle(model, req).await?;
+                            Ok(response.map(Either::Left))
+                        }
+                    }
+                })
             },
             stopped,
         ));
@@ -210,6 +232,15 @@ impl Model {
                 )
             }
         };
+        match self.work(|| predict(&body)).await {
+            Ok(output) => reply(StatusCode::OK, output),
+            Err(e) => reply(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
+        }
+    }
+
+    /// Waits for a worker, spends the service time holding it, then computes:
+    /// what every prediction costs, whichever protocol asked for it.
+    async fn work<T>(&self, compute: impl FnOnce() -> T) -> T {
         let _worker = self
             .workers
             .acquire()
@@ -218,10 +249,7 @@ impl Model {
         if !self.service_time.is_zero() {
             tokio::time::sleep(self.service_time).await;
         }
-        match predict(&body) {
-            Ok(output) => reply(StatusCode::OK, output),
-            Err(e) => reply(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
-        }
+        compute()
     }
 }
 

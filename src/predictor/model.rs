@@ -29,6 +29,11 @@ pub fn predict(features: &[f64]) -> f64 {
     ((sum + INTERCEPT) * 1000.0).round() / 1000.0
 }
 
+/// Predictions for rows of `FEATURES` numbers laid end to end.
+pub fn predict_rows(data: &[f64]) -> Vec<f64> {
+    data.chunks(FEATURES).map(predict).collect()
+}
+
 /// KServe v1: `{"instances": [[11 numbers], ...]}` → `{"predictions": [...]}`.
 pub fn v1_predict(body: &[u8]) -> Result<Value, InputError> {
     #[derive(Deserialize)]
@@ -88,7 +93,7 @@ pub fn v2_infer(model: &str, body: &[u8]) -> Result<Value, InputError> {
             input.data.len()
         )));
     }
-    let outputs: Vec<f64> = input.data.chunks(FEATURES).map(predict).collect();
+    let outputs = predict_rows(&input.data);
     let mut response = json!({
         "model_name": model,
         "outputs": [{ "name": "output-0", "shape": [rows], "datatype": "FP64", "data": outputs }],

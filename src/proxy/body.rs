@@ -2,8 +2,10 @@
 //! pod connection until it ends: then the connection goes back to the pod,
 //! the pod's slot is freed and the request is counted.
 
+use super::access::Access;
 use crate::pods::Lease;
 use crate::service::Service;
+use crate::telemetry::RequestTrace;
 use crate::upstream::Connection;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -37,6 +39,10 @@ pub struct Completion {
     connection: Option<Reusable>,
     status: u16,
     started: Instant,
+    /// The request's spans, ended with it.
+    trace: Option<RequestTrace>,
+    /// The access log's line, written at the end (if the log is on).
+    access: Option<Box<Access>>,
 }
 
 // === impl ResponseBody ===
@@ -54,15 +60,31 @@ impl ResponseBody {
         }
     }
 
-    /// sluice's own error response; a routed request also records its completion.
+    /// sluice's own error response (a gRPC status for a gRPC call); a
+    /// routed request also records its completion.
     pub fn refusal(
         error: super::ProxyError,
+        grpc: bool,
         completion: Option<Completion>,
     ) -> http::Response<ResponseBody> {
-        error.into_response().map(|body| ResponseBody {
+        error.into_response_for(grpc).map(|body| ResponseBody {
             inner: Either::Right(body),
             completion,
         })
+    }
+}
+
+/// Has the request's access log line written when its response ends, or
+/// now if nothing is recorded at the end (no service took it).
+pub(super) fn log_access(
+    response: &mut http::Response<ResponseBody>,
+    access: Box<Access>,
+    started: Instant,
+) {
+    let status = response.status().as_u16();
+    match &mut response.body_mut().completion {
+        Some(completion) => completion.access = Some(access),
+        None => access.log(None, status, started.elapsed(), None),
     }
 }
 
@@ -116,7 +138,18 @@ impl Completion {
             connection: None,
             status,
             started,
+            trace: None,
+            access: None,
         }
+    }
+
+    /// Ends the request's spans with it, recording the status answered.
+    pub fn with_trace(mut self, trace: Option<RequestTrace>) -> Self {
+        self.trace = trace.map(|mut trace| {
+            trace.set_status(self.status);
+            trace
+        });
+        self
     }
 
     /// Keeps the pod connection, to give back if the response is read to the
@@ -152,10 +185,24 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let seconds = self.started.elapsed().as_secs_f64();
-        self.service.metrics().request_done(self.status, seconds);
+        let elapsed = self.started.elapsed();
+        let seconds = elapsed.as_secs_f64();
+        let metrics = self.service.metrics();
+        metrics.request_done(self.status, seconds);
+        if self
+            .lease
+            .as_ref()
+            .is_some_and(|lease| lease.is_cold_start())
+        {
+            metrics.cold_start(seconds);
+        }
+        if let Some(access) = self.access.take() {
+            let (service, lease) = (Some(self.service.name()), self.lease.as_ref());
+            access.log(service, self.status, elapsed, lease);
+        }
         // A connection still here was not read to the end: dropping it closes it.
         drop(self.connection.take());
         drop(self.lease.take());
+        drop(self.trace.take());
     }
 }

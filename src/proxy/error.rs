@@ -41,6 +41,9 @@ pub enum ProxyError {
     },
     #[error("pod {pod} failed: {reason}")]
     Upstream { pod: String, reason: String },
+    /// A gRPC call's own deadline (`grpc-timeout`) passed before its response began.
+    #[error("the call's deadline of {0:?} passed")]
+    DeadlineExceeded(std::time::Duration),
 }
 
 impl ProxyError {
@@ -59,6 +62,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
             ProxyError::Upstream { .. } => "upstream-failed",
+            ProxyError::DeadlineExceeded(_) => "deadline-exceeded",
         }
     }
 
@@ -76,7 +80,9 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout { .. } | ProxyError::DeadlineExceeded(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
         }
     }
 
@@ -84,6 +90,25 @@ impl ProxyError {
     /// client can make as many as it likes, and never counted against a pod.
     pub fn is_clients(&self) -> bool {
         self.status().is_client_error()
+    }
+
+    /// The answer in the request's own terms: a gRPC status for a gRPC
+    /// call, else JSON.
+    pub fn into_response_for(self, grpc: bool) -> Response<Full<Bytes>> {
+        if grpc {
+            self.into_grpc_response()
+        } else {
+            self.into_response()
+        }
+    }
+
+    /// As a gRPC client reads it: HTTP 200 and a trailers-only status.
+    pub fn into_grpc_response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        let headers = response.headers_mut();
+        super::grpc::status_headers(headers, &self);
+        headers.insert(SLUICE_ERROR, HeaderValue::from_static(self.kind()));
+        response
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
@@ -134,5 +159,19 @@ mod tests {
             ProxyError::HeadersTooLarge { size: 2, limit: 1 }.status(),
             431
         );
+    }
+
+    #[test]
+    fn a_grpc_call_gets_a_trailers_only_status() {
+        use http_body::Body;
+        let r = ProxyError::QueueFull.into_response_for(true);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()["grpc-message"], "the service's queue is full");
+        assert_eq!(r.headers()["sluice-error"], "queue-full");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert!(r.body().is_end_stream(), "no body: trailers-only");
+        let r = ProxyError::QueueFull.into_response_for(false);
+        assert_eq!(r.status(), 503);
     }
 }

@@ -1,6 +1,8 @@
 //! Header hygiene: hop-by-hop headers out, forwarding headers in.
 
+use crate::server::OverTls;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Extensions;
 use std::net::IpAddr;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -45,10 +47,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`
+/// (`https` for a request the server marked [`OverTls`], else `http`) and
 /// `X-Forwarded-Host`. The `Host` is set explicitly so that an HTTP/2
 /// client's `:authority` reaches an HTTP/1.1 pod as its Host.
-pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    extensions: &Extensions,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+) {
     let client = client.to_canonical().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
         Some(Ok(prior)) if !prior.trim().is_empty() => format!("{prior}, {client}"),
@@ -57,7 +65,12 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, host: Option<&Hea
     if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if extensions.get::<OverTls>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host.clone());
         headers.insert(header::HOST, host.clone());
@@ -119,10 +132,20 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let host = HeaderValue::from_static("m.ns.example.com");
-        add_forwarding(&mut h, "127.0.0.1".parse().unwrap(), Some(&host));
+        let plain = Extensions::new();
+        add_forwarding(&mut h, &plain, "127.0.0.1".parse().unwrap(), Some(&host));
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "m.ns.example.com");
         assert_eq!(h["host"], "m.ns.example.com");
+    }
+
+    #[test]
+    fn a_request_over_tls_is_forwarded_as_https_whatever_the_client_says() {
+        let mut h = map(&[("x-forwarded-proto", "http")]);
+        let mut over_tls = Extensions::new();
+        over_tls.insert(OverTls);
+        add_forwarding(&mut h, &over_tls, "127.0.0.1".parse().unwrap(), None);
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

@@ -5,40 +5,50 @@
 //! reached a pod holds its [`Lease`] inside the response body until that body
 //! ends, so the pod's in-flight count is exact for streaming responses too.
 
+mod access;
 mod body;
 mod error;
+pub mod grpc;
 mod headers;
 pub mod request_id;
+mod send;
+mod upgrade;
 
 pub use self::body::{Completion, ResponseBody};
 pub use self::error::{ProxyError, SLUICE_ERROR, SLUICE_HELD_MS};
 pub use self::headers::{add_forwarding, headers_size, remove_hop_by_hop};
 pub use self::request_id::X_REQUEST_ID;
 
-use crate::config::GatewaySettings;
+use self::send::{send_h2c, send_http1, send_upgrade, upstream_request, Attempt};
+use crate::config::{GatewaySettings, UpstreamProtocol};
 use crate::pods::{AdmitError, Lease, Pod};
+use crate::server::Tunnels;
 use crate::service::Routes;
 use crate::service::{Service, ServiceSettings};
-use crate::upstream::{connect, BodyLimitExceeded, ClientBodyError, Connection, RequestBody};
+use crate::telemetry::{RequestTrace, Telemetry};
+use crate::upstream::Connection;
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, warn};
 
 /// A pod's response, with what it took to get it.
 struct Forwarded {
     response: Response<Incoming>,
     lease: Lease,
-    connection: Connection,
+    /// An HTTP/1.1 connection, to give back when the response ends (an
+    /// HTTP/2 stream needs nothing given back).
+    connection: Option<Connection>,
     /// True once the request body was sent to the end.
     request_sent: Arc<AtomicBool>,
+    /// The client's side of an upgrade it asked for.
+    upgrade: Option<upgrade::Requested>,
 }
 
 /// What the request path reads: the routing table and the gateway's limits
@@ -48,7 +58,11 @@ struct Forwarded {
 pub struct Proxy {
     pub routes: Arc<ArcSwap<Routes>>,
     pub settings: ArcSwap<GatewaySettings>,
+    /// Upgraded connections (WebSockets) open through this proxy.
+    pub tunnels: Arc<Tunnels>,
     unrouted: Counter,
+    /// Set with `tracing.otlp`: requests get spans and trace context.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Proxy {
@@ -56,8 +70,27 @@ impl Proxy {
         Proxy {
             routes,
             settings: ArcSwap::from_pointee(settings),
+            tunnels: Arc::default(),
             unrouted,
+            telemetry: None,
         }
+    }
+
+    /// Traces every request through `telemetry` (fixed for the proxy's life).
+    pub fn with_telemetry(mut self, telemetry: Option<Arc<Telemetry>>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.telemetry.as_ref()
+    }
+
+    /// The request's trace, when tracing is on.
+    fn trace(&self, req: &Request<Incoming>, id: &HeaderValue) -> Option<RequestTrace> {
+        let trace = self.telemetry.as_ref()?.request(req.headers());
+        trace.describe(req.method(), req.uri().path(), id);
+        Some(trace)
     }
 }
 
@@ -69,7 +102,9 @@ pub async fn proxy(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let id = request_id::ensure(req.headers_mut());
-    let routed = request_host(&req).and_then(|host| {
+    let access = access::Access::capture(&req, &id, client_ip);
+    let mut trace = proxy.trace(&req, &id);
+    let mut routed = request_host(&req).and_then(|host| {
         let routes = proxy.routes.load();
         let host_name = host.as_ref().and_then(|h| h.to_str().ok());
         match routes.route(host_name, req.uri().path()) {
@@ -80,15 +115,34 @@ pub async fn proxy(
             }),
         }
     });
+    // A KServe v2 gRPC call whose host names no service: by the model its
+    // first message names. (Whether it is gRPC is asked only here, off the
+    // routed path: `proxy_to` asks for itself.)
+    let unrouted = matches!(routed, Err(ProxyError::RouteNotFound { .. }));
+    if unrouted && grpc::is_grpc(req.headers()) {
+        if let Some(service) = grpc::route_by_model(&proxy, &mut req).await {
+            routed = request_host(&req).map(|host| (service, host));
+        }
+    }
     let mut response = match routed {
-        Ok((service, host)) => proxy_to(&proxy, service, client_ip, host, req, started).await,
+        Ok((service, host)) => {
+            proxy_to(&proxy, service, client_ip, host, req, started, trace).await
+        }
         Err(error) => {
             proxy.unrouted.inc();
             debug!(%error, "no route");
-            ResponseBody::refusal(error, None)
+            let grpc = grpc::is_grpc(req.headers());
+            if let Some(trace) = trace.as_mut().filter(|t| t.is_recording()) {
+                trace.set_status(if grpc { 200 } else { error.status().as_u16() });
+                trace.set_error(error.kind(), error.to_string());
+            }
+            ResponseBody::refusal(error, grpc, None)
         }
     };
     request_id::propagate(response.headers_mut(), id);
+    if let Some(access) = access {
+        body::log_access(&mut response, access, started);
+    }
     response
 }
 
@@ -101,11 +155,19 @@ pub async fn proxy_service(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let id = request_id::ensure(req.headers_mut());
+    let access = access::Access::capture(&req, &id, client_ip);
+    let trace = proxy.trace(&req, &id);
     let mut response = match request_host(&req) {
-        Ok(host) => proxy_to(proxy, service, client_ip, host, req, started).await,
-        Err(error) => refuse(service, error, started),
+        Ok(host) => proxy_to(proxy, service, client_ip, host, req, started, trace).await,
+        Err(error) => {
+            let grpc = grpc::is_grpc(req.headers());
+            refuse(service, error, started, grpc, trace)
+        }
     };
     request_id::propagate(response.headers_mut(), id);
+    if let Some(access) = access {
+        body::log_access(&mut response, access, started);
+    }
     response
 }
 
@@ -117,9 +179,38 @@ async fn proxy_to(
     host: Option<HeaderValue>,
     req: Request<Incoming>,
     started: Instant,
+    mut trace: Option<RequestTrace>,
 ) -> Response<ResponseBody> {
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let result = forward(proxy, &service, client_ip, host, req).await;
+    let grpc = grpc::is_grpc(req.headers());
+    if let Some(trace) = &trace {
+        trace.routed(service.namespace(), service.name());
+    }
+    let deadline = if grpc {
+        grpc::timeout(req.headers())
+    } else {
+        None
+    };
+    let result = match deadline {
+        None => forward(proxy, &service, client_ip, host, req, None, &mut trace).await,
+        // Boxed: only calls with a deadline pay for the timer.
+        Some(limit) => {
+            let until = tokio::time::Instant::now() + limit;
+            let bounded = forward(
+                proxy,
+                &service,
+                client_ip,
+                host,
+                req,
+                Some(until),
+                &mut trace,
+            );
+            match Box::pin(tokio::time::timeout_at(until, bounded)).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(ProxyError::DeadlineExceeded(limit)),
+            }
+        }
+    };
     match result {
         Ok(forwarded) => {
             debug!(
@@ -127,7 +218,14 @@ async fn proxy_to(
                 pod = forwarded.lease.pod().addr(), elapsed = ?started.elapsed(), "proxied"
             );
             let idle_timeout = proxy.settings.load().upstream_idle_timeout.0;
-            respond(service, forwarded, idle_timeout, started)
+            respond(
+                service,
+                forwarded,
+                idle_timeout,
+                started,
+                &proxy.tunnels,
+                trace,
+            )
         }
         Err(error) => {
             if error.is_clients() {
@@ -136,7 +234,7 @@ async fn proxy_to(
             } else {
                 warn!(service = service.name(), %method, %uri, error = %error, "refused");
             }
-            refuse(service, error, started)
+            refuse(service, error, started, grpc, trace)
         }
     }
 }
@@ -146,85 +244,91 @@ pub fn refuse(
     service: Arc<Service>,
     error: ProxyError,
     started: Instant,
+    grpc: bool,
+    mut trace: Option<RequestTrace>,
 ) -> Response<ResponseBody> {
     service.metrics().proxy_error(error.kind());
-    let status = error.status().as_u16();
-    ResponseBody::refusal(error, Some(Completion::new(service, None, status, started)))
+    // The status the client gets: a gRPC status rides on a 200.
+    let status = if grpc { 200 } else { error.status().as_u16() };
+    if let Some(trace) = trace.as_mut().filter(|t| t.is_recording()) {
+        trace.set_error(error.kind(), error.to_string());
+    }
+    let completion = Completion::new(service, None, status, started).with_trace(trace);
+    ResponseBody::refusal(error, grpc, Some(completion))
 }
 
-/// Checks limits, waits for a pod, and sends the request to it.
+/// Checks limits, waits for a pod, and sends the request to it. A gRPC
+/// call's `deadline` is passed on to the pod as what is left of it.
 async fn forward(
     proxy: &Proxy,
     service: &Arc<Service>,
     client_ip: IpAddr,
     host: Option<HeaderValue>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
+    deadline: Option<tokio::time::Instant>,
+    trace: &mut Option<RequestTrace>,
 ) -> Result<Forwarded, ProxyError> {
     // Owned snapshots: they are held across awaits for the whole request.
     let limits = proxy.settings.load_full();
     check_limits(&req, &limits)?;
     let settings = service.settings_snapshot();
+    let protocol = settings.config.protocol;
+    // Upgrades are HTTP/1.1's; to an h2c pod the request goes without one.
+    let upgrade = match protocol {
+        UpstreamProtocol::Http1 => upgrade::requested(&mut req),
+        UpstreamProtocol::H2c => None,
+    };
     let mut request = upstream_request(
         req,
         client_ip,
         host.as_ref(),
         limits.max_request_body_size.0,
+        protocol,
     );
+    if let Some(upgrade) = &upgrade {
+        upgrade.ask_pod(&mut request);
+    }
     let request_sent = request.body().sent();
-    let mut lease = admit(service, None, &settings).await?;
+    let mut lease = admit(service, None, &settings, trace.as_ref()).await?;
+    if let Some(deadline) = deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        (request.headers_mut()).insert(grpc::GRPC_TIMEOUT, grpc::timeout_value(left));
+    }
     let mut retried_elsewhere = false;
     loop {
         let pod = lease.pod().clone();
-        let (mut connection, reused) = match pod
-            .connections
-            .take(limits.upstream_idle_timeout.0)
-            .await
-        {
-            Some(connection) => (connection, true),
-            // Boxed: a new connection is the rare case, and its future is
-            // large; inline, every request's future would carry its size.
-            None => match Box::pin(connect(pod.authority(), limits.connect_timeout.0)).await {
-                Ok(connection) => (connection, false),
-                // Nothing of the request was sent: try once more, on another pod.
-                Err(error) if !retried_elsewhere => {
-                    debug!(service = service.name(), pod = pod.addr(), %error, "cannot connect; retrying on another pod");
-                    service.metrics().retried();
-                    retried_elsewhere = true;
-                    drop(lease);
-                    lease = admit(service, Some(&pod), &settings).await?;
-                    continue;
-                }
-                Err(error) => {
-                    return Err(ProxyError::UpstreamConnect {
-                        pod: pod.addr().to_string(),
-                        reason: error.to_string(),
-                    })
-                }
-            },
+        let timeout = settings.request_timeout;
+        if let Some(trace) = trace.as_mut() {
+            trace.upstream(pod.addr(), request.headers_mut());
+        }
+        let attempt = match protocol {
+            _ if upgrade.is_some() => send_upgrade(&pod, request, &limits, timeout).await?,
+            UpstreamProtocol::Http1 => send_http1(&pod, request, &limits, timeout).await?,
+            UpstreamProtocol::H2c => send_h2c(&pod, request, &limits, timeout).await?,
         };
-        let sent = tokio::time::timeout(
-            settings.request_timeout,
-            connection.try_send_request(request),
-        );
-        match sent.await {
-            Ok(Ok(response)) => {
+        match attempt {
+            Attempt::Answered(response, connection) => {
                 return Ok(Forwarded {
                     response,
                     lease,
                     connection,
                     request_sent,
+                    upgrade,
                 })
             }
-            Ok(Err(mut error)) => match error.take_message() {
-                // Never sent: a pooled connection that the pod had just
-                // closed. Again, on the next one (or a new one).
-                Some(unsent) if reused => request = unsent,
-                _ => return Err(classify(error.into_error(), &pod)),
-            },
-            Err(_elapsed) => {
-                return Err(ProxyError::UpstreamTimeout {
+            // Nothing of the request was sent: try once more, on another pod.
+            Attempt::CannotConnect(unsent, error) if !retried_elsewhere => {
+                debug!(service = service.name(), pod = pod.addr(), %error, "cannot connect; retrying on another pod");
+                service.metrics().retried();
+                retried_elsewhere = true;
+                request = unsent;
+                drop(lease);
+                lease = admit(service, Some(&pod), &settings, trace.as_ref()).await?;
+            }
+            Attempt::CannotConnect(_, error) => {
+                return Err(ProxyError::UpstreamConnect {
                     pod: pod.addr().to_string(),
-                    timeout: settings.request_timeout,
+                    reason: error.to_string(),
                 })
             }
         }
@@ -264,9 +368,11 @@ async fn admit(
     service: &Service,
     avoid: Option<&Pod>,
     settings: &ServiceSettings,
+    trace: Option<&RequestTrace>,
 ) -> Result<Lease, ProxyError> {
     let (queue, hold) = (settings.queue_timeout, settings.activation_timeout);
-    service
+    let since = trace.map(|_| SystemTime::now());
+    let lease = service
         .dispatcher()
         .admit(avoid, queue, hold)
         .await
@@ -274,7 +380,14 @@ async fn admit(
             AdmitError::QueueFull => ProxyError::QueueFull,
             AdmitError::QueueTimeout => ProxyError::QueueTimeout(queue),
             AdmitError::ActivationTimeout => ProxyError::ActivationTimeout(hold),
-        })
+        })?;
+    if let (Some(trace), Some(since)) = (trace, since) {
+        trace.admitted(since, lease.pod().addr(), lease.held_for());
+    }
+    if let Some(held) = lease.held_for() {
+        service.metrics().held(held.as_secs_f64());
+    }
+    Ok(lease)
 }
 
 /// The client's response: the pod's, less hop-by-hop headers, carrying the
@@ -282,17 +395,32 @@ async fn admit(
 fn respond(
     service: Arc<Service>,
     forwarded: Forwarded,
-    idle_timeout: std::time::Duration,
+    idle_timeout: Duration,
     started: Instant,
+    tunnels: &Arc<Tunnels>,
+    trace: Option<RequestTrace>,
 ) -> Response<ResponseBody> {
     let Forwarded {
-        response,
+        mut response,
         lease,
         connection,
         request_sent,
+        upgrade,
     } = forwarded;
+    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    let pod_side = (switching && upgrade.is_some()).then(|| hyper::upgrade::on(&mut response));
     let (mut parts, body) = response.into_parts();
+    let switched_to = parts.headers.get(http::header::UPGRADE).cloned();
     remove_hop_by_hop(&mut parts.headers);
+    if let (Some(upgrade), Some(pod_side)) = (upgrade, pod_side) {
+        // The client is told what the pod switched to; the tunnel holds the
+        // request in flight from here.
+        upgrade.answer_client(&mut parts, switched_to);
+        upgrade.tunnel(pod_side, lease, tunnels);
+        let completion =
+            Completion::new(service, None, parts.status.as_u16(), started).with_trace(trace);
+        return Response::from_parts(parts, ResponseBody::streaming(body, completion));
+    }
     if let Some(held) = lease.held_for() {
         // A cold start: say how long the request waited for the first pod.
         let millis = format!("{:.3}", held.as_secs_f64() * 1000.0);
@@ -300,8 +428,11 @@ fn respond(
             parts.headers.insert(SLUICE_HELD_MS, value);
         }
     }
-    let completion = Completion::new(service, Some(lease), parts.status.as_u16(), started)
-        .with_connection(connection, request_sent, idle_timeout);
+    let mut completion =
+        Completion::new(service, Some(lease), parts.status.as_u16(), started).with_trace(trace);
+    if let Some(connection) = connection {
+        completion = completion.with_connection(connection, request_sent, idle_timeout);
+    }
     Response::from_parts(parts, ResponseBody::streaming(body, completion))
 }
 
@@ -338,53 +469,4 @@ pub fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Prox
             Ok(authority()?.or_else(|| host.cloned()))
         }
     }
-}
-
-/// The request as a pod gets it: origin-form target, HTTP/1.1, clean headers.
-fn upstream_request(
-    req: Request<Incoming>,
-    client_ip: IpAddr,
-    host: Option<&HeaderValue>,
-    body_limit: u64,
-) -> Request<RequestBody> {
-    let (mut parts, body) = req.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    add_forwarding(&mut parts.headers, client_ip, host);
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::from(path);
-    parts.version = Version::HTTP_11;
-    Request::from_parts(parts, RequestBody::new(body, body_limit))
-}
-
-fn classify(error: hyper::Error, pod: &Pod) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    while let Some(e) = source {
-        if let Some(BodyLimitExceeded(limit)) = e.downcast_ref::<BodyLimitExceeded>() {
-            return ProxyError::BodyTooLarge { limit: *limit };
-        }
-        if let Some(ClientBodyError(cause)) = e.downcast_ref::<ClientBodyError>() {
-            return ProxyError::BadRequest(format!(
-                "the request body is malformed: {}",
-                root_cause(cause)
-            ));
-        }
-        source = e.source();
-    }
-    ProxyError::Upstream {
-        pod: pod.addr().to_string(),
-        reason: root_cause(&error),
-    }
-}
-
-/// The innermost error's message: "Connection refused (os error 111)".
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut inner = error;
-    while let Some(next) = inner.source() {
-        inner = next;
-    }
-    inner.to_string()
 }

@@ -3,9 +3,11 @@
 //! The table is built whole from a configuration and swapped whole on reload,
 //! so a lookup is two hash probes at most, whatever the number of services.
 
+mod grpc_model;
 mod host;
 mod model_path;
 
+pub use self::grpc_model::{grpc_model, names_a_model, GrpcModel, MAX_PREFIX};
 pub use self::host::normalize_host;
 pub use self::model_path::model_name;
 
@@ -80,6 +82,11 @@ impl<S: Clone> RouteTable<S> {
                 host: host.unwrap_or_default().to_string(),
                 path: path.to_string(),
             })
+    }
+
+    /// The service of a model name (from a gRPC call's message).
+    pub fn route_model(&self, name: &str) -> Option<&S> {
+        self.by_model.get(name)
     }
 
     pub fn services(&self) -> &[S] {

@@ -1,13 +1,15 @@
 //! One client connection: its TLS handshake if any, HTTP, and the watch
-//! that closes it when a phase runs out of time (see `lifecycle.rs`).
+//! that closes it when a phase runs out of time (`watched.rs`,
+//! `lifecycle.rs`).
 //!
 //! The watch learns of the connection's first bytes from its socket
 //! ([`Watched`]) and of its requests from its service ([`Tracked`]): a
 //! request counts from its head until its response body is dropped, so a
 //! streaming response is never taken for an idle connection.
 
-use super::lifecycle::{Expiry, Lifecycle, Timeouts};
+use super::lifecycle::Expiry;
 use super::protocol::{self, Protocol};
+use super::watched::{Watch, Watched};
 use super::{stopped, BoxError, ConnectionService, Listening, ResponseBody};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -17,42 +19,28 @@ use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
-use tokio::time::Instant;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
-
-/// A connection's lifecycle, shared by its socket, its requests and its task.
-#[derive(Debug)]
-pub struct Watch {
-    lifecycle: Mutex<Lifecycle>,
-    /// Set while a byte read would change the phase, so that most reads
-    /// cost one atomic load.
-    wants_bytes: AtomicBool,
-    changed: Notify,
-}
-
-/// The socket, telling the watch when bytes arrive.
-#[derive(Debug)]
-pub struct Watched<T> {
-    io: T,
-    watch: Arc<Watch>,
-}
 
 /// The service, telling the watch when requests start and end.
 #[derive(Debug)]
 pub struct Tracked<S> {
     inner: S,
     watch: Arc<Watch>,
+    over_tls: bool,
 }
+
+/// A request extension: the request came over TLS (so a proxy tells the
+/// pod `X-Forwarded-Proto: https`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverTls;
 
 /// A request in flight: ends when dropped.
 #[derive(Debug)]
@@ -86,10 +74,10 @@ pin_project_lite::pin_project! {
     {
         Http1 {
             #[pin]
-            connection: http1::Connection<TokioIo<I>, S>,
+            connection: http1::UpgradeableConnection<TokioIo<I>, S>,
         },
         Other {
-            connection: Pin<Box<auto::Connection<'a, TokioIo<I>, S, TokioExecutor>>>,
+            connection: Pin<Box<auto::UpgradeableConnection<'a, TokioIo<I>, S, TokioExecutor>>>,
         },
     }
 }
@@ -115,8 +103,8 @@ pub async fn run<S, B>(
     let watch = Watch::new(listening.timeouts, listening.tls.is_some());
     match listening.tls.clone() {
         None => serve_plain(stream, peer, service, &listening, watch, &mut stop).await,
-        // Boxed: only the webhook listens with TLS, and inline its state
-        // would make every data connection's task larger.
+        // Boxed: inline, the TLS state would make every plain connection's
+        // task larger.
         Some(tls) => {
             Box::pin(serve_tls(
                 tls, stream, peer, service, &listening, watch, &mut stop,
@@ -154,20 +142,28 @@ async fn serve_plain<S, B>(
     let service = Tracked {
         inner: service,
         watch: watch.clone(),
+        over_tls: false,
     };
     let server = match protocol {
         Protocol::Http1 => Server::Http1 {
-            connection: listening.servers.http1.serve_connection(io, service),
+            // With upgrades: a WebSocket's 101 hands the connection to its tunnel.
+            connection: listening
+                .servers
+                .http1
+                .serve_connection(io, service)
+                .with_upgrades(),
         },
         other => Server::Other {
-            connection: Box::pin(listening.servers.other(other).serve_connection(io, service)),
+            connection: Box::pin(
+                (listening.servers.other(other)).serve_connection_with_upgrades(io, service),
+            ),
         },
     };
     serve_http(server, peer, listening, watch, stop).await;
 }
 
-/// A TLS connection: the handshake, then HTTP/1 or HTTP/2 as the client
-/// speaks it.
+/// A TLS connection: the handshake, then the HTTP its ALPN chose (HTTP/1.1
+/// when the client offered none).
 async fn serve_tls<S, B>(
     tls: TlsAcceptor,
     stream: TcpStream,
@@ -197,13 +193,27 @@ async fn serve_tls<S, B>(
         _ = stopped(stop) => return,
     };
     watch.update(|l, now| l.handshake_done(now));
+    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let service = Tracked {
         inner: service,
         watch: watch.clone(),
+        over_tls: true,
     };
-    let server = listening.servers.other(Protocol::Unknown);
-    let server = Server::Other {
-        connection: Box::pin(server.serve_connection(TokioIo::new(stream), service)),
+    let io = TokioIo::new(stream);
+    let server = if http2 {
+        let server = listening.servers.other(Protocol::Http2);
+        Server::Other {
+            connection: Box::pin(server.serve_connection_with_upgrades(io, service)),
+        }
+    } else {
+        Server::Http1 {
+            // With upgrades, as over plain HTTP/1 (a WebSocket over TLS).
+            connection: listening
+                .servers
+                .http1
+                .serve_connection(io, service)
+                .with_upgrades(),
+        }
     };
     serve_http(server, peer, listening, watch, stop).await;
 }
@@ -252,118 +262,6 @@ async fn serve_http<I, S, B>(
     }
 }
 
-// === impl Watch ===
-
-impl Watch {
-    fn new(timeouts: Timeouts, tls: bool) -> Arc<Self> {
-        Arc::new(Watch {
-            lifecycle: Mutex::new(Lifecycle::new(timeouts, tls, Instant::now())),
-            wants_bytes: AtomicBool::new(true),
-            changed: Notify::new(),
-        })
-    }
-
-    fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
-        self.lifecycle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Applies `change`, and wakes the task if its deadline came sooner (a
-    /// later one it finds for itself when the earlier passes).
-    fn update(&self, change: impl FnOnce(&mut Lifecycle, Instant)) {
-        let mut lifecycle = self.lifecycle();
-        let before = lifecycle.deadline().map(|(at, _)| at);
-        change(&mut lifecycle, Instant::now());
-        let after = lifecycle.deadline().map(|(at, _)| at);
-        self.wants_bytes
-            .store(lifecycle.wants_bytes(), Ordering::Relaxed);
-        drop(lifecycle);
-        let sooner = match (before, after) {
-            (Some(before), Some(after)) => after < before,
-            (None, after) => after.is_some(),
-            (Some(_), None) => false,
-        };
-        if sooner {
-            self.changed.notify_one();
-        }
-    }
-
-    fn byte_read(&self) {
-        if self.wants_bytes.load(Ordering::Relaxed)
-            && self.wants_bytes.swap(false, Ordering::AcqRel)
-        {
-            self.update(|l, now| l.byte_read(now));
-        }
-    }
-
-    /// Resolves when the current phase runs out of time.
-    async fn expired(&self) -> Expiry {
-        loop {
-            let deadline = self.lifecycle().deadline();
-            match deadline {
-                Some((at, _)) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = self.changed.notified() => {}
-                    }
-                }
-                None => self.changed.notified().await,
-            }
-            if let Some(expiry) = self.lifecycle().expired(Instant::now()) {
-                return expiry;
-            }
-        }
-    }
-}
-
-// === impl Watched ===
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.watch.byte_read();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 // === impl Tracked ===
 
 impl<S, B> Service<Request<Incoming>> for Tracked<S>
@@ -374,8 +272,11 @@ where
     type Error = S::Error;
     type Future = TrackedFuture<S::Future>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let http2 = req.version() == Version::HTTP_2;
+        if self.over_tls {
+            req.extensions_mut().insert(OverTls);
+        }
         self.watch.update(|l, _| l.request_started(http2));
         TrackedFuture {
             in_flight: Some(InFlight(self.watch.clone())),

@@ -8,9 +8,14 @@ mod connection;
 mod files;
 mod lifecycle;
 mod protocol;
+pub mod tls;
+mod tunnels;
+mod watched;
 mod workers;
 
+pub use self::connection::OverTls;
 pub use self::files::raise_open_file_limit;
+pub use self::tunnels::{TunnelGuard, Tunnels};
 pub use self::workers::{default_workers, Workers};
 
 use self::accept::{AcceptBackoff, RateLimit};
@@ -118,6 +123,8 @@ pub struct ServeOptions {
     max_header_count: usize,
     tls: Option<(TlsAcceptor, Duration)>,
     metrics: ListenerMetrics,
+    /// Upgraded connections a worker thread waits for before it ends.
+    tunnels: Option<Arc<Tunnels>>,
 }
 
 /// What a listener's connections share.
@@ -165,7 +172,15 @@ impl ServeOptions {
             max_header_count: 100,
             tls: None,
             metrics,
+            tunnels: None,
         }
+    }
+
+    /// Worker threads keep serving these tunnels after they stop accepting,
+    /// until the tunnels close (their sockets live on the worker's runtime).
+    pub fn with_tunnels(mut self, tunnels: Arc<Tunnels>) -> Self {
+        self.tunnels = Some(tunnels);
+        self
     }
 
     /// At most `connections` open at once (below the configured bound).
@@ -260,7 +275,9 @@ fn servers(
         .timer(TokioTimer::new())
         .keep_alive_interval(ping_every)
         .keep_alive_timeout(ping_timeout)
-        .max_header_list_size(hard_limit as u32);
+        .max_header_list_size(hard_limit as u32)
+        // RFC 8441: WebSockets over HTTP/2 (the proxy joins them to pods).
+        .enable_connect_protocol();
     let mut only_http1 = hyper::server::conn::http1::Builder::new();
     http1_settings!(only_http1);
     protocol::Servers::new(only_http1, both)

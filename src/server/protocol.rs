@@ -8,9 +8,9 @@
 //! connection state holds either protocol's. Told apart here, an HTTP/1
 //! connection goes straight to hyper's HTTP/1 server (the smallest state,
 //! kept inline in the connection's task); HTTP/2, and connections whose
-//! first bytes are too few to tell (a prefix of the preface) or come over
-//! TLS, go to hyper-util's server (boxed), told to expect HTTP/2 or to
-//! detect.
+//! first bytes are too few to tell (a prefix of the preface), go to
+//! hyper-util's server (boxed), told to expect HTTP/2 or to detect. Over
+//! TLS, ALPN says which (`connection.rs`).
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioExecutor;

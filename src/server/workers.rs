@@ -68,6 +68,7 @@ impl Workers {
             .local_addr()
             .map_err(|source| ServeError::Listen { addr, source })?;
         let make_service = Arc::new(make_service);
+        let tunnels = options.tunnels.clone();
         let bound = Bound::new(&options);
         let mut listeners = listeners.into_iter().enumerate();
         let (_, first_listener) = listeners.next().expect("at least one worker");
@@ -76,10 +77,14 @@ impl Workers {
         let mut others = Vec::with_capacity(count - 1);
         for (index, listener) in listeners {
             let (bound, make_service, stop) = (bound.clone(), make_service.clone(), stop.clone());
+            let tunnels = tunnels.clone();
             let worker = move || {
                 let listener = TcpListener::from_std(listener)?;
                 Ok(async move {
                     accept_loop(listener, &bound, move |peer| make_service(peer), stop).await;
+                    if let Some(tunnels) = tunnels {
+                        tunnels.closed().await;
+                    }
                 })
             };
             others.push(spawn_thread(index, worker)?);

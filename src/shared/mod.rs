@@ -4,8 +4,10 @@
 //! in place and swaps the routing table whole. Below the gateway and the
 //! admin endpoints, which both read it.
 
+mod history;
 mod live_metrics;
 
+pub use self::history::keep_history;
 pub use self::live_metrics::LiveMetrics;
 
 use crate::config::{Config, ServiceConfig};
@@ -42,12 +44,16 @@ impl Shared {
         let routes = Arc::new(ArcSwap::from_pointee(empty));
         let metrics = Metrics::new(LiveMetrics::new(routes.clone()));
         let unrouted = metrics.unrouted();
+        let telemetry = crate::telemetry::start(&config.tracing);
         let shared = Arc::new(Shared {
             cluster: Cluster::new(config.kubernetes.clone(), metrics.kubernetes.clone()),
             metrics,
             discovered: Mutex::new(Vec::new()),
             applying: Mutex::new(()),
-            proxy: Arc::new(Proxy::new(routes.clone(), config.gateway.clone(), unrouted)),
+            proxy: Arc::new(
+                Proxy::new(routes.clone(), config.gateway.clone(), unrouted)
+                    .with_telemetry(telemetry),
+            ),
             routes,
             config: ArcSwap::from_pointee(config.clone()),
             draining: AtomicBool::new(false),
@@ -68,8 +74,14 @@ impl Shared {
         if old.gateway.connections != config.gateway.connections {
             warn!("gateway.connections changes only on restart; keeping the old one");
         }
+        if old.tracing != config.tracing {
+            warn!("the tracing section changes only on restart; keeping the old one");
+        }
         if old.kubernetes != config.kubernetes {
             warn!("the kubernetes section changes only on restart; keeping the old one");
+        }
+        if old.tls != config.tls {
+            warn!("the tls section changes only on restart (its files are re-read); keeping the old one");
         }
         let discovered = self.discovered_lock().clone();
         self.serve(&with_discovered(&config, &discovered));

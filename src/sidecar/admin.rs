@@ -96,11 +96,11 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 /// Checks the model's readiness: quickly until it first answers, then every
 /// second, so that readiness follows the model both ways.
 pub async fn probe_model(
+    client: crate::probe::ProbeClient,
     uri: http::Uri,
     ready: Arc<AtomicBool>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let client = crate::probe::client();
     let mut failures = 0u32;
     loop {
         let ok = crate::probe::check(&client, &uri).await;

@@ -12,11 +12,14 @@ mod stats;
 
 pub use self::stats::{LoadReport, Stats};
 
-use crate::config::{Backend, Config, ConfigError, Dur, ServiceConfig};
+use crate::config::{
+    Backend, Config, ConfigError, Dur, ServiceConfig, TracingSettings, UpstreamProtocol,
+};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routing::RouteTable;
 use crate::server::ServeError;
+use crate::server::Tunnels;
 use crate::service::Service;
 use crate::shared::LiveMetrics;
 use arc_swap::ArcSwap;
@@ -62,6 +65,10 @@ pub struct SidecarOptions {
     pub drain_timeout: Duration,
     /// Threads serving the data port (`server::Workers`).
     pub workers: usize,
+    /// How the model is spoken to.
+    pub protocol: UpstreamProtocol,
+    /// Trace export, as the gateway's `tracing` section.
+    pub tracing: TracingSettings,
 }
 
 /// A running sidecar.
@@ -73,8 +80,10 @@ pub struct Sidecar {
     draining: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     data_server: crate::server::Workers,
+    tunnels: Arc<Tunnels>,
     tasks: Vec<JoinHandle<()>>,
     drain_period: Duration,
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Sidecar {
@@ -92,11 +101,10 @@ impl Sidecar {
         let hosts = service.settings().hosts.clone();
         let table = RouteTable::build(std::iter::once((service.clone(), hosts, "model"))).0;
         routes.store(Arc::new(table));
-        let proxy = Arc::new(Proxy::new(
-            routes,
-            config.gateway.clone(),
-            registry.unrouted(),
-        ));
+        let proxy = Arc::new(
+            Proxy::new(routes, config.gateway.clone(), registry.unrouted())
+                .with_telemetry(crate::telemetry::start(&config.tracing)),
+        );
         let (data_options, admin_options) =
             crate::server::data_and_admin(&gateway_settings, &registry.connections);
         let stats = Arc::new(Stats::default());
@@ -110,7 +118,7 @@ impl Sidecar {
             crate::server::Workers::start(
                 options.listen,
                 workers,
-                data_options,
+                data_options.with_tunnels(proxy.tunnels.clone()),
                 move |peer: SocketAddr| {
                     let (proxy, service, stats) = (proxy.clone(), service.clone(), stats.clone());
                     hyper::service::service_fn(move |req| {
@@ -158,7 +166,16 @@ impl Sidecar {
                     path: options.readiness_path.clone(),
                     source,
                 })?;
-        let probe_task = tokio::spawn(admin::probe_model(readiness_uri, model_ready, stopped));
+        let probe = match options.protocol {
+            UpstreamProtocol::H2c => crate::probe::http2_client(),
+            UpstreamProtocol::Http1 => crate::probe::client(),
+        };
+        let probe_task = tokio::spawn(admin::probe_model(
+            probe,
+            readiness_uri,
+            model_ready,
+            stopped,
+        ));
         info!(listen = %data_addr, admin = %admin_addr, upstream = %options.upstream,
               container_concurrency = options.container_concurrency, "sluice sidecar started");
         Ok(Sidecar {
@@ -169,8 +186,10 @@ impl Sidecar {
             draining,
             stop,
             data_server,
+            tunnels: proxy.tunnels.clone(),
             tasks: vec![admin_task, stats_task, probe_task],
             drain_period: options.drain_period,
+            telemetry: proxy.telemetry().cloned(),
         })
     }
 
@@ -198,10 +217,15 @@ impl Sidecar {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Tunnels (WebSockets) still open at the deadline close with the rest.
+        self.tunnels.close_all();
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.data_server.finished()).await;
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Some(telemetry) = self.telemetry {
+            telemetry.shutdown_async().await;
         }
         info!("drained; stopped");
     }
@@ -218,10 +242,12 @@ impl SidecarOptions {
         };
         let mut model = ServiceConfig::new("model", "pod", backend);
         model.container_concurrency = cc;
+        model.protocol = self.protocol;
         let mut config = Config {
             listen: self.listen,
             admin: self.admin,
             domain: "pod.local".into(),
+            tracing: self.tracing.clone(),
             services: vec![model],
             ..Config::default()
         };

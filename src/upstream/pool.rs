@@ -23,6 +23,12 @@ pub type Connection = http1::SendRequest<RequestBody>;
 #[error("{0}")]
 pub struct ConnectError(String);
 
+impl ConnectError {
+    pub(super) fn new(message: String) -> Self {
+        ConnectError(message)
+    }
+}
+
 /// The idle connections of one pod, most recently used last.
 #[derive(Debug, Default)]
 pub struct Connections {
@@ -83,13 +89,50 @@ impl Connections {
 }
 
 /// The calling thread, without `thread::current`'s reference count per call.
-fn this_thread() -> ThreadId {
+pub(super) fn this_thread() -> ThreadId {
     thread_local!(static HERE: ThreadId = std::thread::current().id());
     HERE.with(|id| *id)
 }
 
 /// Opens a new connection to `authority`, within `timeout`.
 pub async fn connect(authority: &Authority, timeout: Duration) -> Result<Connection, ConnectError> {
+    let stream = open_stream(authority, timeout).await?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError(e.to_string()))?;
+    // One task per connection (not per request) drives its I/O.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Opens a connection to `authority` for one request that asks to upgrade
+/// (a WebSocket): never pooled, and its I/O handed over if the pod answers
+/// 101 Switching Protocols.
+pub async fn connect_for_upgrade(
+    authority: &Authority,
+    timeout: Duration,
+) -> Result<Connection, ConnectError> {
+    let stream = open_stream(authority, timeout).await?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            debug!(%error, "upstream connection for an upgrade ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A TCP connection to `authority` (no delay on small writes), within `timeout`.
+pub(super) async fn open_stream(
+    authority: &Authority,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
     let port = authority.port_u16().unwrap_or(80);
     // An IPv6 literal comes bracketed in an authority, not in a socket address.
     let host = authority
@@ -103,14 +146,5 @@ pub async fn connect(authority: &Authority, timeout: Duration) -> Result<Connect
         Err(_) => return Err(ConnectError(format!("timed out after {timeout:?}"))),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ConnectError(e.to_string()))?;
-    // One task per connection (not per request) drives its I/O.
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            debug!(%error, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(stream)
 }

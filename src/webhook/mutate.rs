@@ -2,7 +2,7 @@
 //! AdmissionReview response out, with a JSONPatch that injects the sidecar
 //! into pods that opted in.
 
-use crate::config::ranges;
+use crate::config::{ranges, UpstreamProtocol};
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -81,6 +81,8 @@ pub fn patch_for(pod: &Value, injection: &Injection) -> Option<Value> {
         .and_then(port)
         .or_else(|| model["ports"][0]["containerPort"].as_u64().and_then(port))
         .unwrap_or(8080);
+    // Knative's and KServe's convention: a port named `h2c` speaks HTTP/2.
+    let protocol = UpstreamProtocol::from_port_name(model["ports"][0]["name"].as_str()).as_str();
     let concurrency = annotation(CONTAINER_CONCURRENCY)
         .and_then(|c| c.parse::<u64>().ok())
         .filter(|&c| ranges::CONTAINER_CONCURRENCY.contains(c))
@@ -108,6 +110,7 @@ pub fn patch_for(pod: &Value, injection: &Injection) -> Option<Value> {
             { "name": "SLUICE_ADMIN", "value": format!("0.0.0.0:{}", injection.admin_port) },
             { "name": "SLUICE_CONTAINER_CONCURRENCY", "value": concurrency.to_string() },
             { "name": "SLUICE_READINESS_PATH", "value": readiness_path },
+            { "name": "SLUICE_UPSTREAM_PROTOCOL", "value": protocol },
         ],
         "ports": [
             { "name": "sluice-http", "containerPort": injection.port, "protocol": "TCP" },
@@ -213,6 +216,20 @@ mod tests {
                 expected,
                 "{given}"
             );
+        }
+        for (model, expected) in [
+            (
+                json!({ "ports": [{ "name": "h2c", "containerPort": 8081 }] }),
+                "h2c",
+            ),
+            (
+                json!({ "ports": [{ "name": "http1", "containerPort": 8080 }] }),
+                "http1",
+            ),
+            (json!({}), "http1"),
+        ] {
+            let sidecar = sidecar_env(json!({}), model);
+            assert_eq!(env(&sidecar, "SLUICE_UPSTREAM_PROTOCOL"), expected);
         }
         for (given, expected) in [
             ("healthz", "/healthz"),

@@ -199,3 +199,45 @@ def test_the_webhook_with_a_generated_certificate_or_cert_manager():
     config = find(docs, "MutatingWebhookConfiguration")[0]
     assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "sluice-system/sluice-webhook"
     assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+def test_tls_on_the_gateway_from_an_existing_secret():
+    docs = render({"tls": {"enabled": True, "secretName": "gateway-tls"}})
+    spec = find(docs, "Deployment", "sluice")[0]["spec"]["template"]["spec"]
+    volume = [v for v in spec["volumes"] if v["name"] == "tls"][0]
+    assert volume["secret"]["secretName"] == "gateway-tls"
+    mount = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "tls"][0]
+    assert mount["readOnly"] is True
+    config = yaml.safe_load(find(docs, "ConfigMap")[0]["data"]["sluice.yaml"])
+    assert config["tls"]["certFile"] == mount["mountPath"] + "/tls.crt"
+    assert config["tls"]["keyFile"] == mount["mountPath"] + "/tls.key"
+    # The chart installs no Secret of its own for the gateway: it is the user's.
+    assert not [d for d in docs if d["kind"] == "Secret"]
+
+    # The rendered file passes `sluice check` once the Secret's files are there.
+    key = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                          "-nodes", "-subj", "/CN=sluice.example.com", "-days", "1",
+                          "-keyout", "/dev/stdout", "-out", "/dev/stdout"],
+                         capture_output=True, text=True)
+    assert key.returncode == 0, key.stderr
+    sluice = os.path.join(ROOT, "target", "debug", "sluice")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("tls.crt", "tls.key"):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(key.stdout)
+        config["tls"]["certFile"] = os.path.join(tmp, "tls.crt")
+        config["tls"]["keyFile"] = os.path.join(tmp, "tls.key")
+        path = os.path.join(tmp, "sluice.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f)
+        checked = subprocess.run([sluice, "check", "--config", path], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+        os.remove(os.path.join(tmp, "tls.crt"))
+        checked = subprocess.run([sluice, "check", "--config", path], capture_output=True, text=True)
+        assert checked.returncode == 64 and "tls.certFile" in checked.stderr, checked.stderr
+
+    assert "tls" not in yaml.safe_load(find(render({}), "ConfigMap")[0]["data"]["sluice.yaml"])
+    with pytest.raises(Exception, match="tls.secretName is required"):
+        render({"tls": {"enabled": True}})
+    with pytest.raises(Exception, match="not config.tls"):
+        render({"config": {"tls": {"certFile": "/x", "keyFile": "/y"}}})

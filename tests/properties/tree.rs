@@ -42,6 +42,10 @@ pub const FIELDS: &[&[&str]] = &[
     &["autoscaler", "scaleToZeroGracePeriod"],
     &["autoscaler", "maxScaleUpRate"],
     &["autoscaler", "maxScaleDownRate"],
+    &["autoscaler", "scaleDownDelay"],
+    &["autoscaler", "initialScale"],
+    &["autoscaler", "activationScale"],
+    &["autoscaler", "scaleToZeroPodRetentionPeriod"],
     &["gateway", "requestTimeout"],
     &["gateway", "connectTimeout"],
     &["gateway", "upstreamIdleTimeout"],
@@ -92,6 +96,10 @@ pub const FIELDS: &[&[&str]] = &[
     &["services", "scaleToZeroGracePeriod"],
     &["services", "maxScaleUpRate"],
     &["services", "maxScaleDownRate"],
+    &["services", "scaleDownDelay"],
+    &["services", "initialScale"],
+    &["services", "activationScale"],
+    &["services", "scaleToZeroPodRetentionPeriod"],
     &["services", "backend", "static"],
     &["services", "backend", "process", "command"],
     &["services", "backend", "process", "readinessPath"],
@@ -120,7 +128,8 @@ pub const KEYS: &[&str] = &[
     "podMetricsPort", "services", "name", "namespace", "hosts", "minReplicas", "maxReplicas",
     "scaleTarget", "scaleMetric", "containerConcurrency", "backend", "static", "process",
     "command", "readinessPath", "env", "startupTimeout", "stopGracePeriod", "sidecar",
-    "executable", "deployment", "service",
+    "executable", "deployment", "service", "scaleDownDelay", "initialScale", "activationScale",
+    "scaleToZeroPodRetentionPeriod",
 ];
 
 /// Where a node is: child indexes from the root, its path as sluice's

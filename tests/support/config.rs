@@ -87,6 +87,11 @@ impl ConfigBuilder {
         self.section("autoscaler", key, value)
     }
 
+    /// A key of the `tls` section.
+    pub fn tls(self, key: &str, value: impl Display) -> Self {
+        self.section("tls", key, value)
+    }
+
     /// A key of the `kubernetes` section.
     pub fn kubernetes(self, key: &str, value: impl Display) -> Self {
         self.section("kubernetes", key, value)
@@ -147,6 +152,26 @@ impl Service {
         let args: Vec<String> = command.iter().map(|a| quoted(a.as_ref())).collect();
         let keys = vec![("command".to_string(), format!("[{}]", args.join(", ")))];
         Self::new(name, namespace, Backend::Map("process", keys))
+    }
+
+    /// A service whose replicas are this build's `sluice predictor`
+    /// processes (serving the service's name as its model, logging at warn)
+    /// with `args` added; a replica is ready when its model is.
+    pub fn predictor(name: &str, namespace: &str, args: &[&str]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_sluice");
+        let mut command = vec![
+            bin,
+            "predictor",
+            "--port",
+            "{port}",
+            "--model-name",
+            "{name}",
+        ];
+        command.extend_from_slice(&["--log", "warn"]);
+        command.extend_from_slice(args);
+        Self::process(name, namespace, &command)
+            .backend("readinessPath", format!("/v1/models/{name}"))
+            .backend("stopGracePeriod", "2s")
     }
 
     fn new(name: &str, namespace: &str, backend: Backend) -> Self {

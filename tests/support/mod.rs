@@ -62,6 +62,29 @@ pub fn one_service(pods: &[&Upstream], extra: &str) -> String {
         .yaml()
 }
 
+/// A sidecar's options for tests: loopback ports, this `upstream` and
+/// `containerConcurrency`, and timeouts a test never waits out.
+pub fn sidecar_options(
+    upstream: std::net::SocketAddr,
+    container_concurrency: usize,
+) -> sluice::sidecar::SidecarOptions {
+    sluice::sidecar::SidecarOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream,
+        admin: "127.0.0.1:0".parse().unwrap(),
+        container_concurrency,
+        queue_depth: None,
+        queue_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(30),
+        readiness_path: "/ready".into(),
+        drain_period: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(10),
+        workers: 2,
+        protocol: sluice::config::UpstreamProtocol::Http1,
+        tracing: Default::default(),
+    }
+}
+
 pub const HOST: &str = "redwine-week4.kserve-inference.example.com";
 
 pub fn client() -> reqwest::Client {
@@ -172,7 +195,7 @@ pub fn have_tool(tool: &str) -> bool {
             std::env::var("CI").as_deref() != Ok("true"),
             "{tool} is missing under CI"
         );
-        eprintln!("SKIPPED: {tool} is not installed (apt-get install prometheus)");
+        eprintln!("SKIPPED: {tool} is not installed (tests/run.sh installs it)");
     }
     found
 }

@@ -140,12 +140,73 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// An address from the startup line: `listen=ADDR` as text, or
+/// `"listen":"ADDR"` as JSON (`--log-format json`).
 fn field(line: &str, key: &str) -> SocketAddr {
-    let start = line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
-    line[start..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let json_key = format!("\"{}\":\"", key.trim_end_matches('='));
+    let (start, end) = match line.find(key) {
+        Some(at) => (at + key.len(), [' ', '\t']),
+        None => {
+            let at = line
+                .find(&json_key)
+                .unwrap_or_else(|| panic!("{key} in {line}"));
+            (at + json_key.len(), ['"', '"'])
+        }
+    };
+    line[start..].split(end).next().unwrap().parse().unwrap()
+}
+
+/// `sluice predictor` as a child process on 127.0.0.1 port 0, stopped when dropped.
+pub struct PredictorProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl PredictorProcess {
+    /// Starts `sluice predictor --port 0` with `args` added, and waits for
+    /// its startup line (which names the port it bound).
+    pub fn start(args: &[&str]) -> PredictorProcess {
+        let mut child = sluice()
+            .args(["predictor", "--port", "0", "--log", "info"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (lines, started) = std::sync::mpsc::channel();
+        // Reads stderr to its end, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut log = String::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match started.recv_timeout(left) {
+                Ok(line) if line.contains("sluice predictor") && line.contains("started") => {
+                    break field(&line, "addr=");
+                }
+                Ok(line) => {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    panic!("the predictor did not start ({status:?}):\n{log}");
+                }
+            }
+        };
+        PredictorProcess { child, addr }
+    }
+}
+
+impl Drop for PredictorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,10 +1,12 @@
 //! A real HTTP/1.1 upstream ("pod") that records what it sees.
 //!
-//! Paths: `/slow?ms=N` waits N ms; `/echo` streams the request body back
+//! Paths: `/slow?ms=N` waits N ms; `/echo` (and KServe v2 gRPC methods)
+//! stream the request body back
 //! (and its trailers as response trailers); `/sink` reads the body and
-//! answers its length; `/download?bytes=N` streams N bytes; `/ready` is a
-//! readiness probe, not counted; anything else
-//! answers the upstream's own address.
+//! answers its length; `/download?bytes=N` streams N bytes;
+//! `/stream?chunks=N&ms=M` sends N chunks M ms apart, then gRPC's trailers;
+//! `/ready` is a readiness probe, not counted; anything else answers the
+//! upstream's own address. It speaks HTTP/1.1 and HTTP/2 (prior knowledge).
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -34,6 +36,8 @@ pub struct Seen {
     pub in_flight: AtomicUsize,
     pub peak: AtomicUsize,
     pub connections: AtomicUsize,
+    /// Requests that came over HTTP/2.
+    pub http2: AtomicUsize,
     pub last: Mutex<Option<(http::Method, String, HeaderMap)>>,
 }
 
@@ -116,6 +120,9 @@ async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Re
         return text("ready".into());
     }
     seen.hits.fetch_add(1, Ordering::SeqCst);
+    if req.version() == http::Version::HTTP_2 {
+        seen.http2.fetch_add(1, Ordering::SeqCst);
+    }
     let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     seen.peak.fetch_max(now, Ordering::SeqCst);
     let path_and_query = req
@@ -139,7 +146,8 @@ async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Re
             tokio::time::sleep(Duration::from_millis(query_number("ms"))).await;
             text(addr.to_string())
         }
-        "/echo" => {
+        // KServe v2 gRPC calls are echoed too (their bodies checked whole).
+        path if path == "/echo" || path.starts_with("/inference.GRPCInferenceService/") => {
             // Trailers are sent over HTTP/1.1 only when declared in `Trailer`.
             let declared = req.headers().get("trailer").cloned();
             let mut r = Response::new(req.into_body().map_err(BoxError::from).boxed());
@@ -169,6 +177,22 @@ async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Re
                     (rest > 0).then(|| Ok(Frame::data(Bytes::from(vec![7u8; rest])))),
                 ));
             Response::new(StreamBody::new(frames).map_err(|e| match e {}).boxed())
+        }
+        "/stream" => {
+            let (chunks, every) = (query_number("chunks"), query_number("ms"));
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let frames = stream::iter(0..chunks)
+                .then(move |i| async move {
+                    tokio::time::sleep(Duration::from_millis(every)).await;
+                    Frame::data(Bytes::from(format!("chunk {i};")))
+                })
+                .chain(stream::iter([Frame::trailers(trailers)]))
+                .map(Ok::<_, Infallible>);
+            let mut r = Response::new(StreamBody::new(frames).map_err(|e| match e {}).boxed());
+            r.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            r
         }
         "/trailers" => {
             let mut trailers = HeaderMap::new();

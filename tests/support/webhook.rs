@@ -1,7 +1,9 @@
 //! A real webhook on 127.0.0.1 with a fresh self-signed certificate, and a
 //! TLS client that trusts it.
 
-use sluice::webhook::{tls_acceptor, Injection, Webhook, WebhookConnections};
+use sluice::metrics::TlsMetrics;
+use sluice::server::tls::{acceptor, CertificateFiles, ReloadingCertificate};
+use sluice::webhook::{Injection, Webhook, WebhookConnections};
 use std::sync::Arc;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
@@ -23,7 +25,11 @@ pub async fn start(connections: WebhookConnections) -> (Webhook, TlsConnector, t
     let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let tls = tls_acceptor(&cert_path, &key_path).unwrap();
+    let files = CertificateFiles::new(&cert_path, &key_path);
+    let certificate = ReloadingCertificate::load(files, TlsMetrics::default())
+        .await
+        .unwrap();
+    let tls = acceptor(certificate);
     let webhook = Webhook::start(
         "127.0.0.1:0".parse().unwrap(),
         tls,

@@ -47,3 +47,9 @@ seccompProfile:
 {{- define "sluice.leaderElection" -}}
 {{- .Values.leaderElection.enabled | toString -}}
 {{- end }}
+
+{{/* Where the gateway's TLS Secret is mounted: beside the config's
+directory, not inside it (a mount point inside a configMap volume). */}}
+{{- define "sluice.tlsDir" -}}
+/etc/sluice-tls
+{{- end }}

@@ -34,6 +34,8 @@ pub struct SidecarLaunch {
     /// The service's, so that the sidecar never times out first.
     pub request_timeout: Duration,
     pub queue_timeout: Duration,
+    /// How the sidecar speaks to the model: the service's protocol.
+    pub protocol: crate::config::UpstreamProtocol,
 }
 
 pub struct Running {
@@ -78,6 +80,11 @@ pub fn start(launch: &Launch) -> std::io::Result<Running> {
     }
     let started = command
         .args(["sidecar", "--log", "warn", "--drain-period", "0s"])
+        // It writes to the gateway's stderr: in the gateway's format.
+        .args([
+            "--log-format",
+            crate::logging::LogFormat::current().as_str(),
+        ])
         .args([
             "--request-timeout",
             &format!("{}ms", sidecar.request_timeout.as_millis()),
@@ -94,6 +101,7 @@ pub fn start(launch: &Launch) -> std::io::Result<Running> {
             &sidecar.container_concurrency.to_string(),
         ])
         .args(["--readiness-path", &launch.readiness_path])
+        .args(["--upstream-protocol", sidecar.protocol.as_str()])
         .spawn();
     match started {
         Ok(child) => Ok(Running {

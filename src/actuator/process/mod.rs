@@ -12,7 +12,7 @@ mod replica;
 use self::launch::{Launch, SidecarLaunch};
 use self::replica::Replica;
 use super::{Actuator, BoxFuture, Context, Phase, ReplicaCounts, ReplicaSource, ReplicaStatus};
-use crate::config::ProcessBackend;
+use crate::config::{ProcessBackend, UpstreamProtocol};
 use crate::pods::Dispatcher;
 use crate::probe::ProbeClient;
 use crate::supervise::{restart_on_panic, PanicReports};
@@ -69,13 +69,20 @@ impl ProcessActuator {
                 container_concurrency,
                 request_timeout: drain_timeout,
                 queue_timeout,
+                protocol: context.service.protocol,
             }),
+        };
+        // Without a sidecar, the model itself answers the probe, in the
+        // protocol it speaks.
+        let probe = match (&launch.sidecar, context.service.protocol) {
+            (None, UpstreamProtocol::H2c) => crate::probe::http2_client(),
+            _ => crate::probe::client(),
         };
         ProcessActuator {
             launch: Arc::new(launch),
             dispatcher,
             counts: Arc::default(),
-            probe: crate::probe::client(),
+            probe,
             next_id: AtomicU64::new(1),
             replicas: Mutex::new(Vec::new()),
             shut_down: AtomicBool::new(false),

@@ -4,9 +4,12 @@ use super::*;
 
 use crate::autoscaler::decide::tutorial_spec as spec;
 
+/// The tutorial's spec at `min_replicas`, starting there too (as if
+/// `initialScale` were written equal to it).
 fn min(min_replicas: u32) -> Spec {
     Spec {
         min_replicas,
+        initial_scale: min_replicas,
         ..spec()
     }
 }
@@ -116,7 +119,7 @@ fn activation_raises_desired_from_zero_once() {
         let mut scaler = Scaler::new(true, &min(min_replicas), 0);
         scaler.start();
         for asked in 1..=2 {
-            let action = scaler.activation_requested();
+            let action = scaler.activation_requested(&min(min_replicas));
             let case = format!("min {min_replicas}, asked {asked} times");
             assert_eq!(action.commands, vec![Command::Activate(desired)], "{case}");
             let events = if logged && asked == 1 {
@@ -136,7 +139,7 @@ fn activation_keeps_the_rest_of_the_status() {
     sim.scaler.start();
     let decided = sim.run(3, 2.0).pop().unwrap().1.status.unwrap();
     assert_eq!(decided.desired, 2);
-    let activated = sim.scaler.activation_requested().status.unwrap();
+    let activated = sim.scaler.activation_requested(&sim.spec).status.unwrap();
     assert_eq!(activated, decided);
 }
 

@@ -13,6 +13,10 @@ pub(super) struct Knobs {
     scale_to_zero_grace_period: Option<Dur>,
     max_scale_up_rate: Option<f64>,
     max_scale_down_rate: Option<f64>,
+    scale_down_delay: Option<Dur>,
+    initial_scale: Option<u32>,
+    activation_scale: Option<u32>,
+    scale_to_zero_pod_retention_period: Option<Dur>,
 }
 
 impl Knobs {
@@ -25,6 +29,10 @@ impl Knobs {
             scale_to_zero_grace_period: Some(a.scale_to_zero_grace_period),
             max_scale_up_rate: Some(a.max_scale_up_rate),
             max_scale_down_rate: Some(a.max_scale_down_rate),
+            scale_down_delay: Some(a.scale_down_delay),
+            initial_scale: Some(a.initial_scale),
+            activation_scale: Some(a.activation_scale),
+            scale_to_zero_pod_retention_period: Some(a.scale_to_zero_pod_retention_period),
         }
     }
 
@@ -37,6 +45,10 @@ impl Knobs {
             scale_to_zero_grace_period: s.scale_to_zero_grace_period,
             max_scale_up_rate: s.max_scale_up_rate,
             max_scale_down_rate: s.max_scale_down_rate,
+            scale_down_delay: s.scale_down_delay,
+            initial_scale: s.initial_scale,
+            activation_scale: s.activation_scale,
+            scale_to_zero_pod_retention_period: s.scale_to_zero_pod_retention_period,
         }
     }
 }
@@ -69,4 +81,24 @@ pub(super) fn validate_autoscaler(at: &str, k: &Knobs, problems: &mut Vec<String
     );
     ranges::SCALE_RATE.check_set(&field("maxScaleUpRate"), k.max_scale_up_rate, problems);
     ranges::SCALE_RATE.check_set(&field("maxScaleDownRate"), k.max_scale_down_rate, problems);
+    ranges::SCALE_DOWN_DELAY.check_set(
+        &field("scaleDownDelay"),
+        duration(k.scale_down_delay),
+        problems,
+    );
+    ranges::INITIAL_SCALE.check_set(
+        &field("initialScale"),
+        k.initial_scale.map(u64::from),
+        problems,
+    );
+    ranges::ACTIVATION_SCALE.check_set(
+        &field("activationScale"),
+        k.activation_scale.map(u64::from),
+        problems,
+    );
+    ranges::SCALE_TO_ZERO_POD_RETENTION_PERIOD.check_set(
+        &field("scaleToZeroPodRetentionPeriod"),
+        duration(k.scale_to_zero_pod_retention_period),
+        problems,
+    );
 }

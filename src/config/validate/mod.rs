@@ -5,6 +5,7 @@ mod backend;
 mod kubernetes;
 mod names;
 mod service;
+mod tracing;
 
 pub use self::service::validate_service_config;
 
@@ -12,6 +13,7 @@ use self::autoscaler::{validate_autoscaler, Knobs};
 use self::kubernetes::validate_kubernetes;
 use self::names::{is_dns_label, is_host_name};
 use self::service::validate_service;
+use self::tracing::validate_tracing;
 use super::ranges;
 use super::Config;
 use std::collections::HashMap;
@@ -44,6 +46,7 @@ pub fn validate(config: &Config) -> Vec<String> {
         &mut problems,
     );
     validate_kubernetes(config, &mut problems);
+    validate_tracing(&config.tracing, &mut problems);
     let g = &config.gateway;
     let p = &mut problems;
     ranges::QUEUE_DEPTH.check("gateway.queueDepth", g.queue_depth as u64, p);
@@ -80,6 +83,18 @@ pub fn validate(config: &Config) -> Vec<String> {
         g.shutdown_grace_period.0,
         p,
     );
+    if let Some(tls) = &config.tls {
+        ranges::TLS_HANDSHAKE_TIMEOUT.check("tls.handshakeTimeout", tls.handshake_timeout.0, p);
+        ranges::TLS_POLL_INTERVAL.check("tls.pollInterval", tls.poll_interval.0, p);
+        for (field, path) in [
+            ("tls.certFile", &tls.cert_file),
+            ("tls.keyFile", &tls.key_file),
+        ] {
+            if path.as_os_str().is_empty() {
+                p.push(format!("{field}: must name a file"));
+            }
+        }
+    }
 
     let mut owners: HashMap<String, String> = HashMap::new();
     let mut keys: HashMap<(String, String), usize> = HashMap::new();

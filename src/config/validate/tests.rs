@@ -322,6 +322,10 @@ fn global_and_service_knobs_share_one_range() {
         "scaleToZeroGracePeriod: 2h",
         "maxScaleUpRate: 1",
         "maxScaleDownRate: .inf",
+        "scaleDownDelay: 61m",
+        "initialScale: 10001",
+        "activationScale: 0",
+        "scaleToZeroPodRetentionPeriod: 2h",
     ] {
         let name = knob.split(':').next().unwrap();
         let global = problems(&format!("autoscaler:\n  {knob}\n"));
