@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Load test: the same load against an upstream directly, through sluice,
 # through sluice with a sidecar hop (gateway -> `sluice sidecar` -> upstream)
-# and through nginx and haproxy, interleaved in rounds, on loopback only. Prints one line
-# per run and a final markdown table of medians over the rounds, followed by
-# the cost of the sidecar hop.
+# through a bare hyper proxy (the floor of anything built on hyper), and
+# through nginx and haproxy, interleaved in rounds, on loopback only. Prints
+# one line per run and a final markdown table of medians over the rounds,
+# followed by the cost of the sidecar hop and of sluice over the hyper floor.
 #
 #   bash benches/load.sh                      # DURATION=10s ROUNDS=2, scenarios A B C
 #   DURATION=5s ROUNDS=3 bash benches/load.sh
@@ -28,6 +29,11 @@
 #                   whose static backend is a `sluice sidecar` (one per
 #                   upstream, containerConcurrency unlimited, --workers 1: a
 #                   sidecar serves one pod) in front of the same upstream
+#   hyper           the floor: benches/hyper_proxy.rs, the least reverse proxy
+#                   hyper makes on sluice's architecture (a current-thread
+#                   runtime per worker on SO_REUSEPORT, per-thread keep-alive
+#                   connections to the upstream), without anything that is
+#                   sluice's own; as many workers as sluice
 #   nginx           nginx (benches/nginx.conf.template)
 #   haproxy         haproxy (benches/haproxy.cfg.template)
 #
@@ -86,6 +92,7 @@ SLOW_DELAY_MS=50
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SLUICE="$ROOT/target/release/sluice"
 UPSTREAM="$ROOT/target/release/examples/bench-upstream"
+HYPER_PROXY="$ROOT/target/release/examples/bench-hyper-proxy"
 TEMPLATE="$ROOT/benches/nginx.conf.template"
 HAPROXY_TEMPLATE="$ROOT/benches/haproxy.cfg.template"
 
@@ -163,10 +170,10 @@ NGINX=$(find_nginx)
 HAPROXY=$(command -v haproxy) || die "haproxy not found after install"
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    log "building release sluice and the bench-upstream example"
-    (cd "$ROOT" && cargo build --release --quiet --bin sluice --example bench-upstream)
+    log "building release sluice and the bench-upstream and bench-hyper-proxy examples"
+    (cd "$ROOT" && cargo build --release --quiet --bin sluice --example bench-upstream --example bench-hyper-proxy)
 fi
-[[ -x $SLUICE && -x $UPSTREAM ]] || die "missing $SLUICE or $UPSTREAM; build first"
+[[ -x $SLUICE && -x $UPSTREAM && -x $HYPER_PROXY ]] || die "missing $SLUICE, $UPSTREAM or $HYPER_PROXY; build first"
 
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -286,7 +293,7 @@ own_ticks() {
     local children
     children=$(awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat")
     echo $(($(cpu_ticks "$FAST_PID" "$SLOW_PID" "$SLUICE_PID" "$FAST_SC_PID" "$SLOW_SC_PID" \
-        "$NGINX_PID" "${NGINX_WORKERS[@]}" "$HAPROXY_PID") + children))
+        "$HYPER_PID" "$NGINX_PID" "${NGINX_WORKERS[@]}" "$HAPROXY_PID") + children))
 }
 
 # Child processes of PID (nginx's workers): from /proc/PID/task/PID/children
@@ -314,6 +321,7 @@ SLOW_SC_PORT=$(free_port)
 SLOW_SC_ADMIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 HAPROXY_PORT=$(free_port)
+HYPER_PORT=$(free_port)
 
 # Two upstreams: 0 ms (scenario A) and 50 ms (scenarios B and C).
 "$UPSTREAM" --port "$FAST_PORT" --delay-ms 0 >"$TMP/upstream-fast.log" 2>&1 &
@@ -375,6 +383,12 @@ start_sidecar "$SLOW_SC_PORT" "$SLOW_PORT" "$SLOW_SC_ADMIN_PORT" "$TMP/sidecar-s
 SLOW_SC_PID=$!
 PIDS+=("$SLOW_SC_PID")
 
+# The hyper floor: as many workers as sluice's gateway runs.
+"$HYPER_PROXY" --port "$HYPER_PORT" --fast "127.0.0.1:$FAST_PORT" --slow "127.0.0.1:$SLOW_PORT" \
+    --workers "$PROXY_WORKERS" >"$TMP/hyper.log" 2>&1 &
+HYPER_PID=$!
+PIDS+=("$HYPER_PID")
+
 # nginx: PROXY_WORKERS workers, foreground, everything under $TMP/nginx. The prefix dir
 # is world-readable so that a worker running as nobody can reach its temp dirs.
 NGINX_DIR="$TMP/nginx"
@@ -425,6 +439,7 @@ wait_listening "$FAST_SC_PID" "$FAST_SC_PORT" "sidecar (0 ms)" "$TMP/sidecar-fas
 wait_listening "$FAST_SC_PID" "$FAST_SC_ADMIN_PORT" "sidecar (0 ms) admin" "$TMP/sidecar-fast.log"
 wait_listening "$SLOW_SC_PID" "$SLOW_SC_PORT" "sidecar (${SLOW_DELAY_MS} ms)" "$TMP/sidecar-slow.log"
 wait_listening "$SLOW_SC_PID" "$SLOW_SC_ADMIN_PORT" "sidecar (${SLOW_DELAY_MS} ms) admin" "$TMP/sidecar-slow.log"
+wait_listening "$HYPER_PID" "$HYPER_PORT" "hyper proxy" "$TMP/hyper.log"
 wait_listening "$NGINX_PID" "$NGINX_PORT" nginx "$TMP/nginx.log"
 wait_listening "$HAPROXY_PID" "$HAPROXY_PORT" haproxy "$TMP/haproxy.log"
 
@@ -463,6 +478,8 @@ expect_200 "sidecar (0 ms)" "$FAST_SC_PORT" "$FASTSC_HOST"
 expect_200 "sidecar (${SLOW_DELAY_MS} ms)" "$SLOW_SC_PORT" "$SLOWSC_HOST"
 expect_200 "sluice fastsc (via sidecar)" "$SLUICE_PORT" "$FASTSC_HOST"
 expect_200 "sluice slowsc (via sidecar)" "$SLUICE_PORT" "$SLOWSC_HOST"
+expect_200 "hyper fast" "$HYPER_PORT" "$FAST_HOST"
+expect_200 "hyper slow" "$HYPER_PORT" "$SLOW_HOST"
 expect_200 "nginx fast" "$NGINX_PORT" "$FAST_HOST"
 expect_200 "nginx slow" "$NGINX_PORT" "$SLOW_HOST"
 expect_200 "haproxy fast" "$HAPROXY_PORT" "$FAST_HOST"
@@ -474,7 +491,7 @@ echo '{"instances": [[7.4,0.7,0,1.9,0.076,11,34,0.9978,3.51,0.56,9.4]]}' >"$BODY
 
 # ---------------------------------------------------------------- targets
 
-TARGETS=(direct sluice sluice+sidecar nginx haproxy)
+TARGETS=(direct sluice sluice+sidecar hyper nginx haproxy)
 
 # The load tool of SCENARIO, which also decides how its output is parsed.
 scenario_tool() {
@@ -496,6 +513,7 @@ target_port() {
     case $2 in
         direct) if [[ $1 == A ]]; then echo "$FAST_PORT"; else echo "$SLOW_PORT"; fi ;;
         sluice | sluice+sidecar) echo "$SLUICE_PORT" ;;
+        hyper) echo "$HYPER_PORT" ;;
         nginx) echo "$NGINX_PORT" ;;
         haproxy) echo "$HAPROXY_PORT" ;;
     esac
@@ -514,6 +532,7 @@ target_host() {
 target_cpu_pids() {
     case $1 in
         sluice | sluice+sidecar) echo "$SLUICE_PID" ;;
+        hyper) echo "$HYPER_PID" ;;
         nginx) echo "$NGINX_PID ${NGINX_WORKERS[*]}" ;;
         haproxy) echo "$HAPROXY_PID" ;;
     esac
@@ -522,6 +541,7 @@ target_cpu_pids() {
 target_rss_pids() {
     case $1 in
         sluice | sluice+sidecar) echo "$SLUICE_PID" ;;
+        hyper) echo "$HYPER_PID" ;;
         nginx) echo "${NGINX_WORKERS[*]}" ;;
         haproxy) echo "$HAPROXY_PID" ;;
     esac
@@ -700,6 +720,7 @@ log_env() {
     echo "- sluice $("$SLUICE" --version | sed 's/^sluice //'); upstreams :$FAST_PORT (0 ms, pid $FAST_PID), :$SLOW_PORT (${SLOW_DELAY_MS} ms, pid $SLOW_PID);" \
         "sluice :$SLUICE_PORT (pid $SLUICE_PID);" \
         "nginx :$NGINX_PORT (master $NGINX_PID, workers ${NGINX_WORKERS[*]}, $("$NGINX" -v 2>&1 | sed 's/.*: //'));" \
+        "hyper :$HYPER_PORT (pid $HYPER_PID, workers $PROXY_WORKERS);" \
         "haproxy :$HAPROXY_PORT (pid $HAPROXY_PID, $("$HAPROXY" -v 2>&1 | head -n1 | awk '{print $3}'))"
     echo "- sidecars :$FAST_SC_PORT -> :$FAST_PORT (pid $FAST_SC_PID), :$SLOW_SC_PORT -> :$SLOW_PORT (pid $SLOW_SC_PID)," \
         "workers running: $(sluice_workers_running "$FAST_SC_PID"), $(sluice_workers_running "$SLOW_SC_PID"); gateway services fastsc, slowsc -> them"
@@ -761,7 +782,7 @@ awk -F'\t' -v scenarios="${SCENARIO_LIST[*]}" -v ta="$SCENARIO_TITLE_A" -v tb="$
         title["A"] = ta; title["B"] = tb; title["C"] = tc
         print "| scenario | target | req/s | p50 (ms) | p99 (ms) | CPU µs/req | CPU / nginx | sidecar CPU µs/req | pod CPU µs/req | pod CPU / behind nginx | peak RSS (MiB) | sidecar peak RSS (MiB) | +p50 vs direct (ms) | errors | other CPU % (max) |"
         print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        ns = split(scenarios, S, " "); nt = split("direct sluice sluice+sidecar nginx haproxy", T, " ")
+        ns = split(scenarios, S, " "); nt = split("direct sluice sluice+sidecar hyper nginx haproxy", T, " ")
         for (s = 1; s <= ns; s++) {
             base = median(L[S[s] SUBSEP "direct" SUBSEP "p50"])
             ncpu = median(L[S[s] SUBSEP "nginx" SUBSEP "cpu"])
@@ -793,6 +814,15 @@ awk -F'\t' -v scenarios="${SCENARIO_LIST[*]}" -v ta="$SCENARIO_TITLE_A" -v tb="$
                 diff(median(L[k1 SUBSEP "p99"]), median(L[k0 SUBSEP "p99"])),
                 fmt(median(L[k1 SUBSEP "sccpu"]), "%.1f"), fmt(median(L[kn SUBSEP "cpu"]), "%.1f")
         }
+        # What hyper alone costs, and what sluice adds on top of it.
+        print ""
+        for (s = 1; s <= ns; s++) {
+            ks = S[s] SUBSEP "sluice"; kh = S[s] SUBSEP "hyper"; kn = S[s] SUBSEP "nginx"
+            cs = median(L[ks SUBSEP "cpu"]); ch = median(L[kh SUBSEP "cpu"]); cn = median(L[kn SUBSEP "cpu"])
+            printf "hyper floor (%s): bare hyper %s µs/req (%s nginx), sluice %s µs/req (%s the floor, %s µs/req its own)\n", S[s],
+                fmt(ch, "%.1f"), fmt(ratio(ch, cn), "%.2f×"), fmt(cs, "%.1f"), fmt(ratio(cs, ch), "%.2f×"),
+                ((cs == "NA" || ch == "NA") ? "–" : sprintf("%+.1f", cs - ch))
+        }
     }
 ' "$RESULTS"
 echo
@@ -809,7 +839,7 @@ echo "other CPU: the most CPU (share of all cores) that processes outside this b
 echo "CPU µs/req is counted in ${CLK_TCK} Hz ticks: ± one tick per run and process, which matters for scenario B's few hundred requests per run."
 
 # Anything the proxies logged at warn or above is worth a look.
-for f in "$TMP/sluice.log" "$TMP/sidecar-fast.log" "$TMP/sidecar-slow.log" "$NGINX_DIR/error.log" "$TMP/haproxy.log" \
+for f in "$TMP/sluice.log" "$TMP/hyper.log" "$TMP/sidecar-fast.log" "$TMP/sidecar-slow.log" "$NGINX_DIR/error.log" "$TMP/haproxy.log" \
     "$TMP/upstream-fast.log" "$TMP/upstream-slow.log"; do
     if [[ -s $f ]]; then
         echo

@@ -19,11 +19,15 @@
 #             arrive at zero and are held; the gateway's RSS once all are
 #             held (and per held request, over its RSS before), then all
 #             must be answered 200; the gateway's peak RSS.
+#   hyperheld the floor under "held": the same 10 000 POSTs held 20 s by
+#             benches/hyper_proxy.rs (hyper's HTTP/1 server and nothing of
+#             sluice's, as many workers as cores), then forwarded to a 0 ms
+#             bench-upstream; its RSS per held request, measured the same way.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SLUICE="$ROOT/target/release/sluice"
-PARTS=${PARTS:-"burst coldstart held"}
+PARTS=${PARTS:-"burst coldstart held hyperheld"}
 SCALE_DOWN=${SCALE_DOWN:-1}
 HOST=redwine-week4.kserve-inference.example.com
 URL=http://127.0.0.1:30200/v1/models/redwine-week4:predict
@@ -39,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 command -v hey >/dev/null || apt-get install -y -qq hey >/dev/null
-[ -n "${SKIP_BUILD:-}" ] || (cd "$ROOT" && cargo build --release -q)
+[ -n "${SKIP_BUILD:-}" ] || (cd "$ROOT" && cargo build --release -q --bin sluice --example bench-upstream --example bench-hyper-proxy)
 echo '{"instances": [[7.4, 0.7, 0, 1.9, 0.076, 11, 34, 0.9978, 3.51, 0.56, 9.4]]}' > "$TMP/input.json"
 
 now_ms() { date +%s%3N; }
@@ -162,6 +166,43 @@ part_held() {
     hey_summary "$TMP/hey-held.txt"
     echo "  gateway peak RSS (including releasing them all to one replica): $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' /proc/$GW/status)"
     stop_gateway
+}
+
+part_hyperheld() {
+    echo "## hyperheld: the same 10 000 requests held 20 s by a bare hyper proxy (the floor)"
+    ulimit -n "$(ulimit -Hn)"
+    if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ]; then
+        echo "  needs 10100 open files, the hard limit is $(ulimit -Hn)"; return 1
+    fi
+    local upstream proxy idle_kib held=0 held_kib
+    "$ROOT/target/release/examples/bench-upstream" --port 30281 --delay-ms 0 >"$TMP/upstream.log" 2>&1 &
+    upstream=$!
+    PIDS+=("$upstream")
+    "$ROOT/target/release/examples/bench-hyper-proxy" --port 30280 --fast 127.0.0.1:30281 \
+        --slow 127.0.0.1:30281 --workers "$(nproc)" --hold-ms 20000 >"$TMP/hyper.log" 2>&1 &
+    proxy=$!
+    PIDS+=("$proxy")
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/30280) 2>/dev/null && break; sleep 0.05; done
+    idle_kib=$(awk '/VmRSS/ { print $2 }' /proc/$proxy/status)
+    hey -n 10000 -c 10000 -t 120 -m POST -host "$HOST" -D "$TMP/input.json" \
+        http://127.0.0.1:30280/v1/models/redwine-week4:predict > "$TMP/hey-hyper.txt" &
+    local hey=$!
+    PIDS+=("$hey")
+    # Held: a client connection open on the proxy's port (it answers none
+    # for 20 s). At most 15 s, as for sluice.
+    for _ in $(seq 150); do
+        held=$(ss -Htn state established "( sport = :30280 )" | wc -l)
+        [ "$held" -ge 10000 ] && break
+        sleep 0.1
+    done
+    held_kib=$(awk '/VmRSS/ { print $2 }' /proc/$proxy/status)
+    echo "  held at once: $held; hyper proxy RSS $((idle_kib / 1024)) MiB before, $((held_kib / 1024)) MiB" \
+        "holding them: $(awk -v a="$idle_kib" -v b="$held_kib" -v n="$held" \
+            'BEGIN { if (n > 0) printf "%.1f", (b - a) / n; else print "?" }') KiB per held request"
+    wait "$hey"
+    hey_summary "$TMP/hey-hyper.txt"
+    kill "$proxy" "$upstream"
+    wait "$proxy" "$upstream" 2>/dev/null || true
 }
 
 for part in $PARTS; do "part_$part"; done

@@ -10,6 +10,7 @@
 use super::lifecycle::Expiry;
 use super::protocol::{self, Protocol};
 use super::watched::{Watch, Watched};
+use super::woken::OnlyWhenWoken;
 use super::{stopped, BoxError, ConnectionService, Listening, ResponseBody};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -243,7 +244,9 @@ async fn serve_http<I, S, B>(
                 }
                 return;
             }
-            expiry = watch.expired() => {
+            // These two are polled only when they themselves were woken,
+            // not on each of the connection's wake-ups (`woken.rs`).
+            expiry = OnlyWhenWoken::new(watch.expired()) => {
                 listening.metrics.timed_out(expiry.phase());
                 debug!(%peer, phase = expiry.phase(), "connection timed out");
                 if expiry != Expiry::Idle {
@@ -253,7 +256,7 @@ async fn serve_http<I, S, B>(
                 connection.as_mut().graceful_shutdown();
                 watch.update(|l, now| l.close_begun(now));
             }
-            _ = stopped(stop), if !stopping => {
+            _ = OnlyWhenWoken::new(stopped(stop)), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
                 watch.update(|l, now| l.close_begun(now));

@@ -11,6 +11,7 @@ mod protocol;
 pub mod tls;
 mod tunnels;
 mod watched;
+mod woken;
 mod workers;
 
 pub use self::connection::OverTls;

@@ -15,11 +15,23 @@ use tokio::time::Instant;
 /// A connection's lifecycle, shared by its socket, its requests and its task.
 #[derive(Debug)]
 pub struct Watch {
-    lifecycle: Mutex<Lifecycle>,
+    lifecycle: Mutex<State>,
     /// Set while a byte read would change the phase, so that most reads
     /// cost one atomic load.
     wants_bytes: AtomicBool,
     changed: Notify,
+}
+
+/// The lifecycle, and the deadline the task's timer is set for.
+#[derive(Debug)]
+struct State {
+    lifecycle: Lifecycle,
+    /// When the waiting task's timer fires (`None` while it waits for no
+    /// deadline). A change wakes the task only when its deadline comes
+    /// before this: a later one is found when the timer fires, so the many
+    /// changes a request makes (its deadline cleared, then set later for
+    /// the idle connection) cost no wake-up and no new timer.
+    armed: Option<Instant>,
 }
 
 /// The socket, telling the watch when bytes arrive.
@@ -34,33 +46,35 @@ pub struct Watched<T> {
 impl Watch {
     pub(super) fn new(timeouts: Timeouts, tls: bool) -> Arc<Self> {
         Arc::new(Watch {
-            lifecycle: Mutex::new(Lifecycle::new(timeouts, tls, Instant::now())),
+            lifecycle: Mutex::new(State {
+                lifecycle: Lifecycle::new(timeouts, tls, Instant::now()),
+                armed: None,
+            }),
             wants_bytes: AtomicBool::new(true),
             changed: Notify::new(),
         })
     }
 
-    pub(super) fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
+    fn state(&self) -> MutexGuard<'_, State> {
         self.lifecycle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Applies `change`, and wakes the task if its deadline came sooner (a
-    /// later one it finds for itself when the earlier passes).
+    /// Applies `change`, and wakes the task if the deadline now comes before
+    /// the one its timer is set for.
     pub(super) fn update(&self, change: impl FnOnce(&mut Lifecycle, Instant)) {
-        let mut lifecycle = self.lifecycle();
-        let before = lifecycle.deadline().map(|(at, _)| at);
-        change(&mut lifecycle, Instant::now());
-        let after = lifecycle.deadline().map(|(at, _)| at);
+        let mut state = self.state();
+        change(&mut state.lifecycle, Instant::now());
+        let after = state.lifecycle.deadline().map(|(at, _)| at);
         self.wants_bytes
-            .store(lifecycle.wants_bytes(), Ordering::Relaxed);
-        drop(lifecycle);
-        let sooner = match (before, after) {
-            (Some(before), Some(after)) => after < before,
+            .store(state.lifecycle.wants_bytes(), Ordering::Relaxed);
+        let sooner = match (state.armed, after) {
+            (Some(armed), Some(after)) => after < armed,
             (None, after) => after.is_some(),
             (Some(_), None) => false,
         };
+        drop(state);
         if sooner {
             self.changed.notify_one();
         }
@@ -76,19 +90,29 @@ impl Watch {
 
     /// Resolves when the current phase runs out of time.
     pub(super) async fn expired(&self) -> Expiry {
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
         loop {
-            let deadline = self.lifecycle().deadline();
+            let deadline = {
+                let mut state = self.state();
+                if let Some(expiry) = state.lifecycle.expired(Instant::now()) {
+                    return expiry;
+                }
+                let deadline = state.lifecycle.deadline().map(|(at, _)| at);
+                state.armed = deadline;
+                deadline
+            };
             match deadline {
-                Some((at, _)) => {
+                Some(at) => {
+                    if timer.deadline() != at || timer.is_elapsed() {
+                        timer.as_mut().reset(at);
+                    }
                     tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
+                        _ = &mut timer => {}
                         _ = self.changed.notified() => {}
                     }
                 }
                 None => self.changed.notified().await,
-            }
-            if let Some(expiry) = self.lifecycle().expired(Instant::now()) {
-                return expiry;
             }
         }
     }
