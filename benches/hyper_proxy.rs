@@ -82,14 +82,17 @@ impl Pool {
     /// A connection ready for a request: an idle one, else a new one.
     async fn take(&self, to: SocketAddr) -> Result<SendRequest<Incoming>, hyper::Error> {
         loop {
-            let Some(mut sender) = self.idle.borrow_mut().pop() else { break };
+            let Some(mut sender) = self.idle.borrow_mut().pop() else {
+                break;
+            };
             if sender.ready().await.is_ok() {
                 return Ok(sender);
             }
         }
         let stream = TcpStream::connect(to).await.expect("upstream connect");
         stream.set_nodelay(true).expect("nodelay");
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::task::spawn_local(connection);
         Ok(sender)
     }
@@ -102,7 +105,10 @@ struct Worker {
 }
 
 impl Worker {
-    async fn forward(self: Rc<Self>, req: Request<Incoming>) -> Result<Response<Incoming>, hyper::Error> {
+    async fn forward(
+        self: Rc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
         let slow = req
             .headers()
             .get(hyper::header::HOST)
@@ -133,7 +139,9 @@ fn serve(args: &Args, listener: std::net::TcpListener) {
     LocalSet::new().block_on(&runtime, async move {
         let listener = TcpListener::from_std(listener).expect("listener");
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let worker = worker.clone();
             tokio::task::spawn_local(async move {

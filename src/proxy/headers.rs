@@ -177,7 +177,13 @@ mod tests {
 
     #[test]
     fn the_client_address_is_formatted_for_each_address() {
-        for ip in ["127.0.0.1", "10.1.2.3", "127.0.0.1", "::1", "::ffff:10.9.8.7"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "127.0.0.1",
+            "::1",
+            "::ffff:10.9.8.7",
+        ] {
             let mut h = HeaderMap::new();
             add_forwarding(&mut h, &Extensions::new(), ip.parse().unwrap(), None);
             let want = ip.parse::<IpAddr>().unwrap().to_canonical().to_string();

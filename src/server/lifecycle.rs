@@ -172,6 +172,16 @@ impl Lifecycle {
     }
 
     /// What has run out at `now`, if anything.
+    /// How long a watcher may wait without looking, whatever the phase:
+    /// the shorter of the header read and idle timeouts, but at least a
+    /// second. A phase that starts later (a request's head after an idle
+    /// time, the idle time after a response) then never ends before a
+    /// watcher that armed this long ago looks again, so it need not be told.
+    pub fn check_in(&self) -> Duration {
+        let t = &self.timeouts;
+        t.header_read.min(t.idle).max(Duration::from_secs(1))
+    }
+
     pub fn expired(&self, now: Instant) -> Option<Expiry> {
         self.deadline()
             .filter(|(at, _)| *at <= now)
@@ -201,6 +211,24 @@ mod tests {
             idle: 60 * MS,
             close: 20 * MS,
         }
+    }
+
+    #[test]
+    fn a_watcher_checks_in_within_the_shorter_of_header_read_and_idle_but_not_more_than_each_second(
+    ) {
+        let t0 = Instant::now();
+        let with = |header_read: Duration, idle: Duration| {
+            let t = Timeouts {
+                header_read,
+                idle,
+                ..timeouts()
+            };
+            Lifecycle::new(t, false, t0).check_in()
+        };
+        let s = Duration::from_secs(1);
+        assert_eq!(with(30 * s, 60 * s), 30 * s);
+        assert_eq!(with(30 * s, 5 * s), 5 * s);
+        assert_eq!(with(30 * MS, 60 * s), s, "at most once a second");
     }
 
     fn at(t0: Instant, ms: u32) -> Instant {

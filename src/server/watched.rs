@@ -95,10 +95,18 @@ impl Watch {
         loop {
             let deadline = {
                 let mut state = self.state();
-                if let Some(expiry) = state.lifecycle.expired(Instant::now()) {
+                let now = Instant::now();
+                if let Some(expiry) = state.lifecycle.expired(now) {
                     return expiry;
                 }
-                let deadline = state.lifecycle.deadline().map(|(at, _)| at);
+                // Armed no later than a check-in: the changes a request
+                // makes then never come sooner, and wake no one.
+                let check_in = now.checked_add(state.lifecycle.check_in());
+                let deadline = match (state.lifecycle.deadline(), check_in) {
+                    (Some((at, _)), Some(check_in)) => Some(at.min(check_in)),
+                    (Some((at, _)), None) => Some(at),
+                    (None, check_in) => check_in,
+                };
                 state.armed = deadline;
                 deadline
             };

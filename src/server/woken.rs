@@ -118,7 +118,11 @@ mod tests {
         for _ in 0..5 {
             assert!(future.as_mut().poll(&mut cx).is_pending());
         }
-        assert_eq!(polls.load(Ordering::SeqCst), 1, "not polled for others' wake-ups");
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "not polled for others' wake-ups"
+        );
 
         // Its own wake-up reaches the task, and the next poll polls it.
         ready.store(true, Ordering::SeqCst);
