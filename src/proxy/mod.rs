@@ -193,22 +193,13 @@ async fn proxy_to(
     };
     let result = match deadline {
         None => forward(proxy, &service, client_ip, host, req, None, &mut trace).await,
-        // Boxed: only calls with a deadline pay for the timer.
+        // Boxed whole: only calls with a deadline pay for the timer, and
+        // the others' futures hold no second `forward`.
         Some(limit) => {
-            let until = tokio::time::Instant::now() + limit;
-            let bounded = forward(
-                proxy,
-                &service,
-                client_ip,
-                host,
-                req,
-                Some(until),
-                &mut trace,
-            );
-            match Box::pin(tokio::time::timeout_at(until, bounded)).await {
-                Ok(result) => result,
-                Err(_elapsed) => Err(ProxyError::DeadlineExceeded(limit)),
-            }
+            Box::pin(forward_within(
+                limit, proxy, &service, client_ip, host, req, &mut trace,
+            ))
+            .await
         }
     };
     match result {
@@ -239,6 +230,24 @@ async fn proxy_to(
     }
 }
 
+/// [`forward`], bounded by a gRPC call's `limit`.
+async fn forward_within(
+    limit: Duration,
+    proxy: &Proxy,
+    service: &Arc<Service>,
+    client_ip: IpAddr,
+    host: Option<HeaderValue>,
+    req: Request<Incoming>,
+    trace: &mut Option<RequestTrace>,
+) -> Result<Forwarded, ProxyError> {
+    let until = tokio::time::Instant::now() + limit;
+    let bounded = forward(proxy, service, client_ip, host, req, Some(until), trace);
+    match tokio::time::timeout_at(until, bounded).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(ProxyError::DeadlineExceeded(limit)),
+    }
+}
+
 /// sluice's own answer to a request for `service`, counted as the service's.
 pub fn refuse(
     service: Arc<Service>,
@@ -264,7 +273,7 @@ async fn forward(
     service: &Arc<Service>,
     client_ip: IpAddr,
     host: Option<HeaderValue>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     deadline: Option<tokio::time::Instant>,
     trace: &mut Option<RequestTrace>,
 ) -> Result<Forwarded, ProxyError> {
@@ -272,64 +281,102 @@ async fn forward(
     let limits = proxy.settings.load_full();
     check_limits(&req, &limits)?;
     let settings = service.settings_snapshot();
-    let protocol = settings.config.protocol;
-    // Upgrades are HTTP/1.1's; to an h2c pod the request goes without one.
-    let upgrade = match protocol {
-        UpstreamProtocol::Http1 => upgrade::requested(&mut req),
-        UpstreamProtocol::H2c => None,
-    };
-    let mut request = upstream_request(
-        req,
+    let lease = admit(service, None, &settings, trace.as_ref()).await?;
+    // Boxed, and the request rewritten for the pod only now: a request
+    // waiting for a pod (held at zero, queued) then carries only the wait's
+    // state and the request as it came, not the exchange's (most of a
+    // request's future) nor the headers the pod gets (which grow its map).
+    let exchange = Exchange {
+        service,
         client_ip,
-        host.as_ref(),
-        limits.max_request_body_size.0,
-        protocol,
-    );
-    if let Some(upgrade) = &upgrade {
-        upgrade.ask_pod(&mut request);
-    }
-    let request_sent = request.body().sent();
-    let mut lease = admit(service, None, &settings, trace.as_ref()).await?;
-    if let Some(deadline) = deadline {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        (request.headers_mut()).insert(grpc::GRPC_TIMEOUT, grpc::timeout_value(left));
-    }
-    let mut retried_elsewhere = false;
-    loop {
-        let pod = lease.pod().clone();
-        let timeout = settings.request_timeout;
-        if let Some(trace) = trace.as_mut() {
-            trace.upstream(pod.addr(), request.headers_mut());
-        }
-        let attempt = match protocol {
-            _ if upgrade.is_some() => send_upgrade(&pod, request, &limits, timeout).await?,
-            UpstreamProtocol::Http1 => send_http1(&pod, request, &limits, timeout).await?,
-            UpstreamProtocol::H2c => send_h2c(&pod, request, &limits, timeout).await?,
+        host,
+        limits,
+        settings,
+        deadline,
+    };
+    Box::pin(exchange.run(req, lease, trace)).await
+}
+
+/// A request's exchange with its pod, once it has a lease.
+struct Exchange<'a> {
+    service: &'a Arc<Service>,
+    client_ip: IpAddr,
+    host: Option<HeaderValue>,
+    limits: Arc<GatewaySettings>,
+    settings: Arc<ServiceSettings>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Exchange<'_> {
+    /// Sends the request to the lease's pod (once more to another pod if
+    /// it could not connect).
+    async fn run(
+        self,
+        mut req: Request<Incoming>,
+        mut lease: Lease,
+        trace: &mut Option<RequestTrace>,
+    ) -> Result<Forwarded, ProxyError> {
+        let (service, limits, settings) = (self.service, &self.limits, &self.settings);
+        let protocol = settings.config.protocol;
+        // Upgrades are HTTP/1.1's; to an h2c pod the request goes without one.
+        let upgrade = match protocol {
+            UpstreamProtocol::Http1 => upgrade::requested(&mut req),
+            UpstreamProtocol::H2c => None,
         };
-        match attempt {
-            Attempt::Answered(response, connection) => {
-                return Ok(Forwarded {
-                    response,
-                    lease,
-                    connection,
-                    request_sent,
-                    upgrade,
-                })
+        let mut request = upstream_request(
+            req,
+            self.client_ip,
+            self.host.as_ref(),
+            limits.max_request_body_size.0,
+            protocol,
+        );
+        if let Some(upgrade) = &upgrade {
+            upgrade.ask_pod(&mut request);
+        }
+        let request_sent = request.body().sent();
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            (request.headers_mut()).insert(grpc::GRPC_TIMEOUT, grpc::timeout_value(left));
+        }
+        let mut retried_elsewhere = false;
+        loop {
+            let pod = lease.pod().clone();
+            let timeout = settings.request_timeout;
+            if let Some(trace) = trace.as_mut() {
+                trace.upstream(pod.addr(), request.headers_mut());
             }
-            // Nothing of the request was sent: try once more, on another pod.
-            Attempt::CannotConnect(unsent, error) if !retried_elsewhere => {
-                debug!(service = service.name(), pod = pod.addr(), %error, "cannot connect; retrying on another pod");
-                service.metrics().retried();
-                retried_elsewhere = true;
-                request = unsent;
-                drop(lease);
-                lease = admit(service, Some(&pod), &settings, trace.as_ref()).await?;
-            }
-            Attempt::CannotConnect(_, error) => {
-                return Err(ProxyError::UpstreamConnect {
-                    pod: pod.addr().to_string(),
-                    reason: error.to_string(),
-                })
+            let attempt = match protocol {
+                _ if upgrade.is_some() => send_upgrade(&pod, request, limits, timeout).await?,
+                UpstreamProtocol::Http1 => send_http1(&pod, request, limits, timeout).await?,
+                // Boxed: an HTTP/2 exchange's state is nearly 3 KiB, and
+                // inline it would make every HTTP/1 exchange that large.
+                UpstreamProtocol::H2c => Box::pin(send_h2c(&pod, request, limits, timeout)).await?,
+            };
+            match attempt {
+                Attempt::Answered(response, connection) => {
+                    return Ok(Forwarded {
+                        response,
+                        lease,
+                        connection,
+                        request_sent,
+                        upgrade,
+                    })
+                }
+                // Nothing of the request was sent: try once more, on another pod.
+                Attempt::CannotConnect(unsent, error) if !retried_elsewhere => {
+                    debug!(service = service.name(), pod = pod.addr(), %error, "cannot connect; retrying on another pod");
+                    service.metrics().retried();
+                    retried_elsewhere = true;
+                    request = unsent;
+                    drop(lease);
+                    lease = admit(service, Some(&pod), settings, trace.as_ref()).await?;
+                }
+                Attempt::CannotConnect(_, error) => {
+                    return Err(ProxyError::UpstreamConnect {
+                        pod: pod.addr().to_string(),
+                        reason: error.to_string(),
+                    })
+                }
             }
         }
     }
@@ -468,5 +515,37 @@ pub fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Prox
             }
             Ok(authority()?.or_else(|| host.cloned()))
         }
+    }
+}
+
+/// What a request waiting for a pod carries: its future lives in hyper's
+/// slot for the connection's request (one allocation per connection, moved
+/// once per request), so it is kept free of what only an exchange needs.
+#[cfg(test)]
+mod future_size {
+    use super::*;
+    use std::future::Future;
+
+    fn size4<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn size7<A, B, C, D, E, G, H, F: Future>(_: fn(A, B, C, D, E, G, H) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_waiting_request_holds_no_exchange_state() {
+        let (forward, admit) = (size7(forward), size4(admit));
+        let (http1, h2c) = (size4(send_http1), size4(send_h2c));
+        // Inline, either exchange would make `forward` at least its size
+        // plus the wait's.
+        assert!(
+            forward < admit + http1,
+            "forward {forward} B, admit {admit} B, HTTP/1 exchange {http1} B"
+        );
+        assert!(
+            forward < h2c,
+            "forward {forward} B, HTTP/2 exchange {h2c} B"
+        );
     }
 }
