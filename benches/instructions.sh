@@ -96,14 +96,15 @@ measure() {
         sleep 0.2
     done
     [[ $code == 200 ]] || die "$name did not answer 200 within 60 s"
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     hey -n "$N" -c "$CONNECTIONS" -host "$HOST" "http://127.0.0.1:$port/" >"$TMP/hey-$name.txt"
     local answered
     answered=$(awk '/^ *\[200\]/ { print $2 }' "$TMP/hey-$name.txt")
     [[ -n $answered && $answered -gt 0 ]] || { cat "$TMP/hey-$name.txt" >&2; die "$name: no 200s"; }
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null 2>&1
     for _ in $(seq 100); do [[ -s $out.1 ]] && break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
     total=$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
     printf '%s\t%s\t%s\n' "$name" "$answered" "$total" >>"$TMP/results.tsv"
 }
@@ -125,7 +126,7 @@ if ((TOP > 0)); then
     answered=$(awk -F'\t' '$1 == "sluice" { print $2 }' "$TMP/results.tsv")
     callgrind_annotate --inclusive=yes --threshold=100 "$TMP/callgrind-sluice.out.1" 2>/dev/null |
         grep -E 'sluice::|smallvec|memcpy|malloc\.c:malloc' |
-        sed -E 's|/root/.cargo/registry/src/[^/]+/||; s|/rustc/[0-9a-f]+/library/||; s| \[[^]]*\]$||' |
-        awk -v n="$answered" '{ c = $1; gsub(",", "", c); $2 = ""; $1 = ""; printf "%8.0f %s\n", c / n, $0 }' |
+        sed -E 's|/root/.cargo/registry/src/[^/]+/||; s|/rustc/[0-9a-f]+/library/||; s| \[[^]]*\]$||; s|\( *[0-9.]+%\)||' |
+        awk -v n="$answered" '{ c = $1; gsub(",", "", c); $1 = ""; printf "%8.0f %s\n", c / n, $0 }' |
         awk '!seen[$0]++' | head -n "$TOP"
 fi
