@@ -334,12 +334,14 @@ impl Exchange<'_> {
             upgrade.ask_pod(&mut request);
         }
         let request_sent = request.body().sent();
-        if let Some(deadline) = self.deadline {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            (request.headers_mut()).insert(grpc::GRPC_TIMEOUT, grpc::timeout_value(left));
-        }
         let mut retried_elsewhere = false;
         loop {
+            // What is left of a gRPC call's deadline, as of this attempt (a
+            // retry may have waited for its second pod).
+            if let Some(deadline) = self.deadline {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                (request.headers_mut()).insert(grpc::GRPC_TIMEOUT, grpc::timeout_value(left));
+            }
             let pod = lease.pod().clone();
             let timeout = settings.request_timeout;
             if let Some(trace) = trace.as_mut() {

@@ -171,17 +171,19 @@ impl Lifecycle {
         }
     }
 
-    /// What has run out at `now`, if anything.
     /// How long a watcher may wait without looking, whatever the phase:
     /// the shorter of the header read and idle timeouts, but at least a
-    /// second. A phase that starts later (a request's head after an idle
-    /// time, the idle time after a response) then never ends before a
-    /// watcher that armed this long ago looks again, so it need not be told.
+    /// second. The common phases that start later (a request's head after
+    /// an idle time, the idle time after a response) then end no sooner
+    /// than the watcher looks again, so they need not wake it; a phase that
+    /// could end sooner (a short close or first-byte timeout, a header read
+    /// timeout under a second) does wake it (`Watch::update`).
     pub fn check_in(&self) -> Duration {
         let t = &self.timeouts;
         t.header_read.min(t.idle).max(Duration::from_secs(1))
     }
 
+    /// What has run out at `now`, if anything.
     pub fn expired(&self, now: Instant) -> Option<Expiry> {
         self.deadline()
             .filter(|(at, _)| *at <= now)

@@ -172,3 +172,55 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn timeouts(header_read: Duration, idle: Duration, close: Duration) -> Timeouts {
+        Timeouts {
+            first_byte: 10 * S,
+            tls_handshake: 10 * S,
+            header_read,
+            idle,
+            close,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_sooner_than_the_armed_timer_wakes_the_watcher() {
+        let watch = Watch::new(timeouts(30 * S, 60 * S, S / 10), false);
+        let started = Instant::now();
+        let waiting = tokio::spawn({
+            let watch = watch.clone();
+            async move { watch.expired().await }
+        });
+        // Armed for the first byte (10 s); then a close with 100 ms to go.
+        tokio::time::sleep(S / 1000).await;
+        watch.update(|l, now| l.close_begun(now));
+        assert_eq!(waiting.await.unwrap(), Expiry::Close);
+        assert_eq!(started.elapsed(), S / 1000 + S / 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_expires_at_its_idle_timeout_past_the_check_ins() {
+        // Checks in every 2 s (the header read timeout), idle after 5 s.
+        let watch = Watch::new(timeouts(2 * S, 5 * S, S), false);
+        let started = Instant::now();
+        watch.byte_read();
+        watch.update(|l, _| l.request_started(false));
+        let waiting = tokio::spawn({
+            let watch = watch.clone();
+            async move { watch.expired().await }
+        });
+        tokio::time::sleep(3 * S).await;
+        // The response ends at 3 s: idle until 8 s, later than the armed
+        // check-in, so the watcher is not told and finds it at a check-in.
+        watch.update(|l, now| l.request_ended(now));
+        assert_eq!(waiting.await.unwrap(), Expiry::Idle);
+        assert_eq!(started.elapsed(), 8 * S);
+    }
+}
