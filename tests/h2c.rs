@@ -366,6 +366,8 @@ async fn a_kserve_grpc_call_is_routed_by_the_model_its_message_names() {
         use futures::SinkExt;
         let data = hyper::body::Frame::data(Bytes::copy_from_slice(piece));
         sender.send(Ok(data)).await.unwrap();
+        // The gap is the point: each piece reaches the gateway on its own,
+        // so the model name is read across frames, not from one.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(sender);

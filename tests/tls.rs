@@ -64,6 +64,14 @@ impl Files {
         }
     }
 
+    /// The files in `dir`, holding a new certificate for `name` and its key.
+    fn with_pair(dir: &Path, name: &str) -> (Files, TestCertificate) {
+        let files = Files::new(dir);
+        let cert = certificate(name);
+        files.write(&cert.cert_pem, &cert.key_pem);
+        (files, cert)
+    }
+
     /// Each file replaced whole (written beside it, then renamed over it),
     /// as a Secret volume or `mv` replaces it.
     fn write(&self, cert: &str, key: &str) {
@@ -163,9 +171,7 @@ async fn metrics(gw: &TestGateway) -> String {
 async fn alpn_h2_and_http1_both_reach_the_pod_which_is_told_https() {
     let pod = upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::new(dir.path());
-    let cert = certificate("first.sluice.test");
-    files.write(&cert.cert_pem, &cert.key_pem);
+    let (files, cert) = Files::with_pair(dir.path(), "first.sluice.test");
     let gw = TestGateway::start(&tls_config(&pod, &files)).await;
 
     for (offered, negotiated, version) in [
@@ -229,9 +235,7 @@ async fn a_websocket_upgrades_over_tls() {
     use tokio_tungstenite::tungstenite::Message;
     let pod = websocket_echo_pod().await;
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::new(dir.path());
-    let cert = certificate("first.sluice.test");
-    files.write(&cert.cert_pem, &cert.key_pem);
+    let (files, cert) = Files::with_pair(dir.path(), "first.sluice.test");
     let yaml = ConfigBuilder::new()
         .tls("certFile", quoted(&files.cert.display().to_string()))
         .tls("keyFile", quoted(&files.key.display().to_string()))
@@ -316,9 +320,7 @@ async fn a_replaced_certificate_is_picked_up_and_a_broken_one_is_not() {
 async fn plain_http_and_a_silent_client_on_the_tls_port_are_closed_and_harm_nothing() {
     let pod = upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::new(dir.path());
-    let cert = certificate("first.sluice.test");
-    files.write(&cert.cert_pem, &cert.key_pem);
+    let (files, cert) = Files::with_pair(dir.path(), "first.sluice.test");
     let gw = TestGateway::start(&tls_config(&pod, &files)).await;
 
     let plain = client().get(gw.url("/")).header("host", HOST).send().await;
