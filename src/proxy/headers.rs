@@ -37,14 +37,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .get_all(header::TE)
         .iter()
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in [
-        header::CONNECTION,
-        PROXY_CONNECTION,
-        KEEP_ALIVE,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if keep_te {
@@ -52,14 +45,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// A header that never passes a proxy (`Connection` stands for those it names).
+/// The headers that never pass a proxy (`Connection` also stands for those
+/// it names).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    HOP_BY_HOP.contains(name)
 }
 
 /// The client's address as a header value. A gateway's requests come from
