@@ -227,8 +227,12 @@ fn scale(shared: &Shared, namespace: &str, name: &str, request: &ApiRequest) -> 
         }
         _ => return Err(ApiError::method_not_allowed()),
     };
-    let change = lock(&shared.store).write_scale(namespace, name, write)?;
+    // Recorded while the store is still locked: a test that sees the new
+    // replicas then also sees the write that made them.
+    let mut store = lock(&shared.store);
+    let change = store.write_scale(namespace, name, write)?;
     shared.record_scale_write(request.listener, namespace, name, change.from, change.to);
+    drop(store);
     Ok(json_response(StatusCode::OK, &change.scale))
 }
 
