@@ -21,7 +21,7 @@ fn routing(c: &mut Criterion) {
         let (table, _) = RouteTable::build(
             entries
                 .iter()
-                .map(|(i, hosts, name)| (*i, hosts.clone(), name.as_str())),
+                .map(|(i, hosts, name)| (*i, hosts.clone(), vec![name.as_str()])),
         );
         let host = format!(
             "model-{}.team-{}.example.com:30200",

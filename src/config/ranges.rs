@@ -78,6 +78,7 @@ pub const UPSTREAM_IDLE_TIMEOUT: Bounds<Duration> = between(MS, HOUR);
 pub const SHUTDOWN_GRACE_PERIOD: Bounds<Duration> = between(Duration::ZERO, HOUR);
 pub const MAX_HEADER_SIZE: Bounds<u64> = between(1 << 10, 8 << 20);
 pub const MAX_HEADER_COUNT: Bounds<u64> = between(8, 10_000);
+pub const MODEL_PEEK_LIMIT: Bounds<u64> = between(1 << 10, 64 << 20);
 
 // Client connections.
 pub const FIRST_BYTE_TIMEOUT: Bounds<Duration> = between(MS, HOUR);

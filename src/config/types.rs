@@ -105,6 +105,10 @@ pub struct GatewaySettings {
     /// more than twice as many are refused by the HTTP parser itself (431,
     /// no body) before sluice sees them.
     pub max_header_count: usize,
+    /// How much of an OpenAI-style request body (`/v1/chat/completions`
+    /// and the like) is read to find its `model` when the Host names no
+    /// service; a body that names none within it gets 413.
+    pub model_peek_limit: ByteSize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_period: Dur,
     /// Timeouts and the bound of client connections. Read at start: a
@@ -151,6 +155,10 @@ pub struct ServiceConfig {
     /// Host names beyond `<name>.<namespace>.<domain>`.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Names beside `name` by which a request's body (OpenAI's `model`) or
+    /// path may name this service's model.
+    #[serde(default)]
+    pub model_aliases: Vec<String>,
     #[serde(default = "defaults::min_replicas")]
     pub min_replicas: u32,
     /// Unset means `max(minReplicas, 1)`, as KServe does.
@@ -380,6 +388,9 @@ impl Default for GatewaySettings {
             max_header_size: ByteSize(64 << 10),
             // Envoy's default; hyper's parser stops at 100 too.
             max_header_count: 100,
+            // The OpenAI SDKs write `messages` before `model`, so the
+            // model comes after the prompt: room for a long one.
+            model_peek_limit: ByteSize(1 << 20),
             shutdown_grace_period: Dur(Duration::from_secs(30)),
             connections: ConnectionSettings::default(),
         }
@@ -426,6 +437,7 @@ impl ServiceConfig {
             name: name.into(),
             namespace: namespace.into(),
             hosts: Vec::new(),
+            model_aliases: Vec::new(),
             min_replicas: defaults::min_replicas(),
             max_replicas: None,
             scale_target: defaults::scale_target(),

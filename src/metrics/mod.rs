@@ -69,6 +69,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: HistogramFamily,
+    first_bytes: HistogramFamily,
     cold_starts: HistogramFamily,
     holds: HistogramFamily,
     errors: Family<ErrorLabels, Counter>,
@@ -91,6 +92,7 @@ pub struct ServiceMetrics {
     /// the family lookup costs two label clones, a hash and a lock.
     ok: Counter,
     duration: Histogram,
+    first_byte: Histogram,
     cold_start: Histogram,
     held: Histogram,
     /// This service's latest durations, for the live page's quantiles.
@@ -117,6 +119,13 @@ impl Metrics {
             "sluice_request_duration_seconds",
             "Time from a request's arrival to the end of its response body",
             durations.clone(),
+        );
+        let first_bytes: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        registry.register(
+            "sluice_time_to_first_byte_seconds",
+            "Time from a request's arrival to the first byte of its pod's response body (a language model's first token)",
+            first_bytes.clone(),
         );
         let cold_starts: HistogramFamily =
             Family::new_with_constructor(|| Histogram::new(COLD_START_BUCKETS));
@@ -169,6 +178,7 @@ impl Metrics {
             registry,
             requests,
             durations,
+            first_bytes,
             cold_starts,
             holds,
             errors,
@@ -194,6 +204,7 @@ impl Metrics {
         ServiceMetrics {
             ok,
             duration: self.durations.get_or_create(&labels).clone(),
+            first_byte: self.first_bytes.get_or_create(&labels).clone(),
             cold_start: self.cold_starts.get_or_create(&labels).clone(),
             held: self.holds.get_or_create(&labels).clone(),
             recent: Arc::default(),
@@ -240,6 +251,11 @@ impl ServiceMetrics {
             code,
         };
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// The first byte of a pod's response body is on its way to the client.
+    pub fn first_byte(&self, seconds: f64) {
+        self.first_byte.observe(seconds);
     }
 
     pub fn proxy_error(&self, error: &'static str) {

@@ -39,6 +39,9 @@ pub struct Completion {
     connection: Option<Reusable>,
     status: u16,
     started: Instant,
+    /// The first byte of the pod's body has been counted (or there is no
+    /// pod's body to count).
+    first_byte_seen: bool,
     /// The request's spans, ended with it.
     trace: Option<RequestTrace>,
     /// The access log's line, written at the end (if the log is on).
@@ -60,14 +63,22 @@ impl ResponseBody {
         }
     }
 
+    /// A body sluice writes itself, for no service.
+    pub fn full(bytes: Bytes) -> Self {
+        ResponseBody {
+            inner: Either::Right(Full::new(bytes)),
+            completion: None,
+        }
+    }
+
     /// sluice's own error response (a gRPC status for a gRPC call); a
     /// routed request also records its completion.
     pub fn refusal(
         error: super::ProxyError,
-        grpc: bool,
+        dialect: super::Dialect,
         completion: Option<Completion>,
     ) -> http::Response<ResponseBody> {
-        error.into_response_for(grpc).map(|body| ResponseBody {
+        error.into_response_for(dialect).map(|body| ResponseBody {
             inner: Either::Right(body),
             completion,
         })
@@ -97,6 +108,13 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let (Some(Ok(frame)), Some(completion)) = (&frame, &mut self.completion) {
+            if !completion.first_byte_seen && frame.data_ref().is_some_and(|d| !d.is_empty()) {
+                completion.first_byte_seen = true;
+                let seconds = completion.started.elapsed().as_secs_f64();
+                completion.service.metrics().first_byte(seconds);
+            }
+        }
         let ended = match &frame {
             // The last frame of a body of known length: hyper will not poll
             // again, so this is the end.
@@ -133,6 +151,7 @@ impl Body for ResponseBody {
 impl Completion {
     pub fn new(service: Arc<Service>, lease: Option<Lease>, status: u16, started: Instant) -> Self {
         Completion {
+            first_byte_seen: lease.is_none(),
             service,
             lease,
             connection: None,

@@ -2,6 +2,7 @@
 //! [`ProxyError::into_response`]: a JSON body and a `sluice-error` header, so a
 //! user can tell sluice's own failures from the model's.
 
+use crate::routing;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
@@ -20,6 +21,13 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("no service for host {host:?} and path {path:?}")]
     RouteNotFound { host: String, path: String },
+    /// An OpenAI-style body whose top-level `model` is missing or not a string.
+    #[error("the request body names no model (a top-level \"model\" string)")]
+    NoModelInBody,
+    #[error("model {0:?} is not served here")]
+    UnknownModel(String),
+    #[error("the request body names no model in its first {limit} bytes (gateway.modelPeekLimit)")]
+    ModelPastPeekLimit { limit: u64 },
     #[error("request headers are {size} bytes, over the limit of {limit}")]
     HeadersTooLarge { size: usize, limit: u64 },
     #[error("request has {count} header lines, over the limit of {limit}")]
@@ -46,12 +54,46 @@ pub enum ProxyError {
     DeadlineExceeded(std::time::Duration),
 }
 
+/// How a client expects to be told of an error, by what it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// sluice's own JSON.
+    Json,
+    /// A gRPC status (`grpc-status`), on an HTTP 200.
+    Grpc,
+    /// OpenAI's error object, on the API's paths (`/v1/chat/completions`, ...).
+    OpenAi,
+}
+
+impl Dialect {
+    pub fn of<B>(req: &http::Request<B>) -> Dialect {
+        let path = req.uri().path();
+        if super::grpc::is_grpc(req.headers()) {
+            Dialect::Grpc
+        } else if routing::names_model_in_body(path) || routing::is_model_list(path) {
+            Dialect::OpenAi
+        } else {
+            Dialect::Json
+        }
+    }
+
+    /// The HTTP status a client gets for `error`: a gRPC status rides on a 200.
+    pub fn status(self, error: &ProxyError) -> u16 {
+        match self {
+            Dialect::Grpc => 200,
+            Dialect::Json | Dialect::OpenAi => error.status().as_u16(),
+        }
+    }
+}
+
 impl ProxyError {
     /// The value of the `sluice-error` header and of `error` in the body.
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::RouteNotFound { .. } => "route-not-found",
+            ProxyError::NoModelInBody | ProxyError::UnknownModel(_) => "model-not-found",
+            ProxyError::ModelPastPeekLimit { .. } => "model-past-peek-limit",
             ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
                 "headers-too-large"
             }
@@ -69,7 +111,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::RouteNotFound { .. }
+            | ProxyError::NoModelInBody
+            | ProxyError::UnknownModel(_) => StatusCode::NOT_FOUND,
+            ProxyError::ModelPastPeekLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
@@ -93,13 +138,34 @@ impl ProxyError {
     }
 
     /// The answer in the request's own terms: a gRPC status for a gRPC
-    /// call, else JSON.
-    pub fn into_response_for(self, grpc: bool) -> Response<Full<Bytes>> {
-        if grpc {
-            self.into_grpc_response()
-        } else {
-            self.into_response()
+    /// call, OpenAI's error object for an OpenAI-style call, else JSON.
+    pub fn into_response_for(self, dialect: Dialect) -> Response<Full<Bytes>> {
+        match dialect {
+            Dialect::Json => self.into_response(),
+            Dialect::Grpc => self.into_grpc_response(),
+            Dialect::OpenAi => self.into_openai_response(),
         }
+    }
+
+    /// As OpenAI's API answers errors, so its SDKs show the message:
+    /// `{"error": {"message", "type", "code"}}`, with sluice's kind as the
+    /// code (`model_not_found`, `queue_timeout`, ...).
+    pub fn into_openai_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let kind = if status.is_client_error() {
+            "invalid_request_error"
+        } else {
+            "server_error"
+        };
+        let body = serde_json::json!({
+            "error": {
+                "message": self.to_string(),
+                "type": kind,
+                "param": null,
+                "code": self.kind().replace('-', "_"),
+            }
+        });
+        self.with_json(body)
     }
 
     /// As a gRPC client reads it: HTTP 200 and a trailers-only status.
@@ -117,6 +183,10 @@ impl ProxyError {
             "message": self.to_string(),
             "status": self.status().as_u16(),
         });
+        self.with_json(body)
+    }
+
+    fn with_json(self, body: serde_json::Value) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -164,14 +234,71 @@ mod tests {
     #[test]
     fn a_grpc_call_gets_a_trailers_only_status() {
         use http_body::Body;
-        let r = ProxyError::QueueFull.into_response_for(true);
+        let r = ProxyError::QueueFull.into_response_for(Dialect::Grpc);
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["grpc-status"], "14");
         assert_eq!(r.headers()["grpc-message"], "the service's queue is full");
         assert_eq!(r.headers()["sluice-error"], "queue-full");
         assert_eq!(r.headers()["content-type"], "application/grpc");
         assert!(r.body().is_end_stream(), "no body: trailers-only");
-        let r = ProxyError::QueueFull.into_response_for(false);
+        let r = ProxyError::QueueFull.into_response_for(Dialect::Json);
         assert_eq!(r.status(), 503);
+    }
+
+    #[tokio::test]
+    async fn an_openai_call_gets_openais_error_object() {
+        use http_body_util::BodyExt;
+        let r = ProxyError::UnknownModel("gpt-x".into()).into_response_for(Dialect::OpenAi);
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()["sluice-error"], "model-not-found");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {
+                "message": "model \"gpt-x\" is not served here",
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "model_not_found",
+            }})
+        );
+        let r = ProxyError::QueueFull.into_response_for(Dialect::OpenAi);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["type"], "server_error");
+        assert_eq!(body["error"]["code"], "queue_full");
+        assert_eq!(ProxyError::ModelPastPeekLimit { limit: 1024 }.status(), 413);
+    }
+
+    #[test]
+    fn the_dialect_follows_the_request() {
+        let req = |path: &str, content_type: &str| {
+            http::Request::post(path)
+                .header("content-type", content_type)
+                .body(())
+                .unwrap()
+        };
+        let json = "application/json";
+        assert_eq!(
+            Dialect::of(&req("/v1/chat/completions", json)),
+            Dialect::OpenAi
+        );
+        assert_eq!(
+            Dialect::of(&req("/openai/v1/models", json)),
+            Dialect::OpenAi
+        );
+        assert_eq!(
+            Dialect::of(&req("/v1/models/m:predict", json)),
+            Dialect::Json
+        );
+        let grpc = req(
+            "/inference.GRPCInferenceService/ModelInfer",
+            "application/grpc",
+        );
+        assert_eq!(Dialect::of(&grpc), Dialect::Grpc);
+        assert_eq!(Dialect::Grpc.status(&ProxyError::QueueFull), 200);
+        assert_eq!(Dialect::OpenAi.status(&ProxyError::QueueFull), 503);
     }
 }

@@ -100,7 +100,10 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 pub fn code(error: &ProxyError) -> Code {
     match error {
         ProxyError::BadRequest(_) => Code::Internal,
-        ProxyError::RouteNotFound { .. } => Code::Unimplemented,
+        ProxyError::RouteNotFound { .. }
+        | ProxyError::NoModelInBody
+        | ProxyError::UnknownModel(_) => Code::Unimplemented,
+        ProxyError::ModelPastPeekLimit { .. } => Code::ResourceExhausted,
         ProxyError::HeadersTooLarge { .. }
         | ProxyError::TooManyHeaders { .. }
         | ProxyError::BodyTooLarge { .. } => Code::ResourceExhausted,

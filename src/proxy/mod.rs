@@ -11,12 +11,13 @@ mod error;
 mod forward;
 pub mod grpc;
 mod headers;
+mod openai;
 pub mod request_id;
 mod send;
 mod upgrade;
 
 pub use self::body::{Completion, ResponseBody};
-pub use self::error::{ProxyError, SLUICE_ERROR, SLUICE_HELD_MS};
+pub use self::error::{Dialect, ProxyError, SLUICE_ERROR, SLUICE_HELD_MS};
 pub use self::headers::{add_forwarding, headers_size, remove_hop_by_hop};
 pub use self::request_id::X_REQUEST_ID;
 
@@ -28,7 +29,7 @@ use crate::service::Service;
 use crate::telemetry::{RequestTrace, Telemetry};
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, HOST};
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use std::net::IpAddr;
@@ -100,13 +101,34 @@ pub async fn proxy(
             }),
         }
     });
-    // A KServe v2 gRPC call whose host names no service: by the model its
-    // first message names. (Whether it is gRPC is asked only here, off the
-    // routed path: `proxy_to` asks for itself.)
+    // A host that names no service: a KServe v2 gRPC call by the model its
+    // first message names, an OpenAI-style call by its body's `model`.
+    // (The dialect is asked only here, off the routed path: `proxy_to`
+    // asks for itself.)
     let unrouted = matches!(routed, Err(ProxyError::RouteNotFound { .. }));
-    if unrouted && grpc::is_grpc(req.headers()) {
+    let dialect = if routed.is_err() {
+        Dialect::of(&req)
+    } else {
+        Dialect::Json
+    };
+    if unrouted && dialect == Dialect::Grpc {
         if let Some(service) = grpc::route_by_model(&proxy, &mut req).await {
             routed = request_host(&req).map(|host| (service, host));
+        }
+    } else if unrouted && dialect == Dialect::OpenAi {
+        let path = req.uri().path();
+        if req.method() == Method::POST && crate::routing::names_model_in_body(path) {
+            routed = match openai::route_by_body_model(&proxy, &mut req).await {
+                Ok(service) => request_host(&req).map(|host| (service, host)),
+                Err(error) => Err(error),
+            };
+        } else if req.method() == Method::GET && crate::routing::is_model_list(path) {
+            let mut response = openai::model_list(&proxy);
+            request_id::propagate(response.headers_mut(), id);
+            if let Some(access) = access {
+                body::log_access(&mut response, access, started);
+            }
+            return response;
         }
     }
     let mut response = match routed {
@@ -116,12 +138,11 @@ pub async fn proxy(
         Err(error) => {
             proxy.unrouted.inc();
             debug!(%error, "no route");
-            let grpc = grpc::is_grpc(req.headers());
             if let Some(trace) = trace.as_mut().filter(|t| t.is_recording()) {
-                trace.set_status(if grpc { 200 } else { error.status().as_u16() });
+                trace.set_status(dialect.status(&error));
                 trace.set_error(error.kind(), error.to_string());
             }
-            ResponseBody::refusal(error, grpc, None)
+            ResponseBody::refusal(error, dialect, None)
         }
     };
     request_id::propagate(response.headers_mut(), id);
@@ -144,10 +165,7 @@ pub async fn proxy_service(
     let trace = proxy.trace(&req, &id);
     let mut response = match request_host(&req) {
         Ok(host) => proxy_to(proxy, service, client_ip, host, req, started, trace).await,
-        Err(error) => {
-            let grpc = grpc::is_grpc(req.headers());
-            refuse(service, error, started, grpc, trace)
-        }
+        Err(error) => refuse(service, error, started, Dialect::of(&req), trace),
     };
     request_id::propagate(response.headers_mut(), id);
     if let Some(access) = access {
@@ -167,11 +185,11 @@ async fn proxy_to(
     mut trace: Option<RequestTrace>,
 ) -> Response<ResponseBody> {
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let grpc = grpc::is_grpc(req.headers());
+    let dialect = Dialect::of(&req);
     if let Some(trace) = &trace {
         trace.routed(service.namespace(), service.name());
     }
-    let deadline = if grpc {
+    let deadline = if dialect == Dialect::Grpc {
         grpc::timeout(req.headers())
     } else {
         None
@@ -210,7 +228,7 @@ async fn proxy_to(
             } else {
                 warn!(service = service.name(), %method, %uri, error = %error, "refused");
             }
-            refuse(service, error, started, grpc, trace)
+            refuse(service, error, started, dialect, trace)
         }
     }
 }
@@ -220,17 +238,16 @@ pub fn refuse(
     service: Arc<Service>,
     error: ProxyError,
     started: Instant,
-    grpc: bool,
+    dialect: Dialect,
     mut trace: Option<RequestTrace>,
 ) -> Response<ResponseBody> {
     service.metrics().proxy_error(error.kind());
-    // The status the client gets: a gRPC status rides on a 200.
-    let status = if grpc { 200 } else { error.status().as_u16() };
+    let status = dialect.status(&error);
     if let Some(trace) = trace.as_mut().filter(|t| t.is_recording()) {
         trace.set_error(error.kind(), error.to_string());
     }
     let completion = Completion::new(service, None, status, started).with_trace(trace);
-    ResponseBody::refusal(error, grpc, Some(completion))
+    ResponseBody::refusal(error, dialect, Some(completion))
 }
 
 /// The client's response: the pod's, less hop-by-hop headers, carrying the

@@ -1,4 +1,5 @@
-//! Which service a request is for: by Host, else by the model named in the path.
+//! Which service a request is for: by Host, else by the model named in the
+//! path, in a gRPC call's first message, or in an OpenAI-style JSON body.
 //!
 //! The table is built whole from a configuration and swapped whole on reload,
 //! so a lookup is two hash probes at most, whatever the number of services.
@@ -6,10 +7,12 @@
 mod grpc_model;
 mod host;
 mod model_path;
+mod openai;
 
 pub use self::grpc_model::{grpc_model, names_a_model, GrpcModel, MAX_PREFIX};
 pub use self::host::normalize_host;
 pub use self::model_path::model_name;
+pub use self::openai::{body_model, is_model_list, names_model_in_body, BodyModel};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -33,27 +36,30 @@ pub struct RouteTable<S> {
 // === impl RouteTable ===
 
 impl<S: Clone> RouteTable<S> {
-    /// Builds a table from `(service, hosts, model name)` entries.
+    /// Builds a table from `(service, hosts, model names)` entries.
     ///
     /// Hosts are expected unique (config validation ensures it). A model name
-    /// shared by services in different namespaces is ambiguous: it is left out
-    /// of path routing, and returned so the caller can say so.
+    /// shared by services (in different namespaces, or as an alias) is
+    /// ambiguous: it is left out of model routing, and returned so the
+    /// caller can say so.
     pub fn build<'a>(
-        entries: impl IntoIterator<Item = (S, Vec<String>, &'a str)>,
+        entries: impl IntoIterator<Item = (S, Vec<String>, Vec<&'a str>)>,
     ) -> (Self, Vec<String>) {
         let mut by_host = HashMap::new();
         let mut by_model = HashMap::new();
         let mut ambiguous = Vec::new();
         let mut services = Vec::new();
-        for (service, hosts, model) in entries {
+        for (service, hosts, models) in entries {
             for host in hosts {
                 by_host.insert(normalize_host(&host).into_owned(), service.clone());
             }
-            if by_model
-                .insert(model.to_string(), service.clone())
-                .is_some()
-            {
-                ambiguous.push(model.to_string());
+            for model in models {
+                if by_model
+                    .insert(model.to_string(), service.clone())
+                    .is_some()
+                {
+                    ambiguous.push(model.to_string());
+                }
             }
             services.push(service);
         }
@@ -84,9 +90,20 @@ impl<S: Clone> RouteTable<S> {
             })
     }
 
-    /// The service of a model name (from a gRPC call's message).
+    /// The service of a model name (from a gRPC call's message or a JSON body).
     pub fn route_model(&self, name: &str) -> Option<&S> {
         self.by_model.get(name)
+    }
+
+    /// Every model name that routes, with its service, by name.
+    pub fn models(&self) -> Vec<(&str, &S)> {
+        let mut models: Vec<_> = self
+            .by_model
+            .iter()
+            .map(|(name, service)| (name.as_str(), service))
+            .collect();
+        models.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        models
     }
 
     pub fn services(&self) -> &[S] {
@@ -106,17 +123,33 @@ mod tests {
                     "redwine-week4.kserve-inference.example.com".to_string(),
                     "Wine.Example.ORG".to_string(),
                 ],
-                "redwine-week4",
+                vec!["redwine-week4", "wine"],
             ),
-            ("iris", vec!["iris.default.example.com".to_string()], "iris"),
+            (
+                "iris",
+                vec!["iris.default.example.com".to_string()],
+                vec!["iris"],
+            ),
             (
                 "iris-b",
                 vec!["iris.team-b.example.com".to_string()],
-                "iris",
+                vec!["iris"],
             ),
         ]);
         assert_eq!(ambiguous, vec!["iris".to_string()]);
         table
+    }
+
+    #[test]
+    fn models_route_by_name_or_alias_and_list_sorted() {
+        let t = table();
+        assert_eq!(t.route_model("wine"), Some(&"redwine"));
+        assert_eq!(t.route_model("redwine-week4"), Some(&"redwine"));
+        assert_eq!(t.route_model("iris"), None, "ambiguous");
+        assert_eq!(
+            t.models(),
+            vec![("redwine-week4", &"redwine"), ("wine", &"redwine")]
+        );
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
-        let empty = RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, &str)>()).0;
+        let empty =
+            RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, Vec<&str>)>()).0;
         let routes = Arc::new(ArcSwap::from_pointee(empty));
         let metrics = Metrics::new(LiveMetrics::new(routes.clone()));
         let unrouted = metrics.unrouted();
@@ -124,11 +125,12 @@ impl Shared {
         }
         let entries = services.iter().zip(&config.services).map(|(service, sc)| {
             let hosts = service.settings().hosts.clone();
-            (service.clone(), hosts, sc.name.as_str())
+            let models = std::iter::once(&sc.name).chain(&sc.model_aliases);
+            (service.clone(), hosts, models.map(String::as_str).collect())
         });
         let (table, ambiguous) = RouteTable::build(entries);
         for name in ambiguous {
-            warn!(model = %name, "model name is used in several namespaces; it is routed by Host only");
+            warn!(model = %name, "model name (or alias) is used by several services; it is routed by Host only");
         }
         let retired: Vec<Arc<Service>> = routes
             .services()

@@ -94,12 +94,12 @@ impl Sidecar {
         let gateway_settings = config.gateway.clone();
         // One service over one pod: no Kubernetes client, no autoscaler.
         let routes = Arc::new(ArcSwap::from_pointee(
-            RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, &str)>()).0,
+            RouteTable::build(std::iter::empty::<(Arc<Service>, Vec<String>, Vec<&str>)>()).0,
         ));
         let registry = Arc::new(Metrics::new(LiveMetrics::new(routes.clone())));
         let service = Service::fixed(&config.services[0], &config, &registry);
         let hosts = service.settings().hosts.clone();
-        let table = RouteTable::build(std::iter::once((service.clone(), hosts, "model"))).0;
+        let table = RouteTable::build(std::iter::once((service.clone(), hosts, vec!["model"]))).0;
         routes.store(Arc::new(table));
         let proxy = Arc::new(
             Proxy::new(routes, config.gateway.clone(), registry.unrouted())

@@ -112,10 +112,12 @@ impl Body for RequestBody {
             Some(peeked) => {
                 let mut hint = self.inner.size_hint();
                 let before = peeked.data.len() as u64;
-                hint.set_lower(hint.lower() + before);
+                // The upper bound first: an exact hint (Content-Length) has
+                // lower == upper, and a lower bound past the upper panics.
                 if let Some(upper) = hint.upper() {
                     hint.set_upper(upper + before);
                 }
+                hint.set_lower(hint.lower() + before);
                 hint
             }
         }

@@ -1,7 +1,7 @@
 //! A real HTTP/1.1 upstream ("pod") that records what it sees.
 //!
-//! Paths: `/slow?ms=N` waits N ms; `/echo` (and KServe v2 gRPC methods)
-//! stream the request body back
+//! Paths: `/slow?ms=N` waits N ms; `/echo` (and KServe v2 gRPC methods, and
+//! OpenAI's `.../completions` and `.../embeddings`) stream the request body back
 //! (and its trailers as response trailers); `/sink` reads the body and
 //! answers its length; `/download?bytes=N` streams N bytes;
 //! `/stream?chunks=N&ms=M` sends N chunks M ms apart, then gRPC's trailers;
@@ -147,10 +147,16 @@ async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Re
             text(addr.to_string())
         }
         // KServe v2 gRPC calls are echoed too (their bodies checked whole).
-        path if path == "/echo" || path.starts_with("/inference.GRPCInferenceService/") => {
+        path if path == "/echo"
+            || path.starts_with("/inference.GRPCInferenceService/")
+            || path.ends_with("/completions")
+            || path.ends_with("/embeddings") =>
+        {
             // Trailers are sent over HTTP/1.1 only when declared in `Trailer`.
             let declared = req.headers().get("trailer").cloned();
             let mut r = Response::new(req.into_body().map_err(BoxError::from).boxed());
+            r.headers_mut()
+                .insert("x-upstream", addr.to_string().parse().unwrap());
             if let Some(declared) = declared {
                 r.headers_mut().insert("trailer", declared);
             }

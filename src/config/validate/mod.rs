@@ -66,6 +66,7 @@ pub fn validate(config: &Config) -> Vec<String> {
     ranges::MAX_HEADER_SIZE.check("gateway.maxHeaderSize", g.max_header_size.0, p);
     let header_count = g.max_header_count as u64;
     ranges::MAX_HEADER_COUNT.check("gateway.maxHeaderCount", header_count, p);
+    ranges::MODEL_PEEK_LIMIT.check("gateway.modelPeekLimit", g.model_peek_limit.0, p);
     let c = &g.connections;
     let at = |field: &str| format!("gateway.connections.{field}");
     ranges::FIRST_BYTE_TIMEOUT.check(&at("firstByteTimeout"), c.first_byte_timeout.0, p);

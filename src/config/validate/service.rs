@@ -30,6 +30,20 @@ pub(super) fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<S
             s.namespace
         ));
     }
+    for (i, alias) in s.model_aliases.iter().enumerate() {
+        let field = format!("{at}.modelAliases[{i}]");
+        if alias.is_empty() || alias.len() > 253 {
+            problems.push(format!("{field}: must be 1 to 253 bytes long"));
+        } else if alias.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.push(format!(
+                "{field}: {alias:?} must not contain spaces or control characters"
+            ));
+        } else if *alias == s.name || s.model_aliases[..i].contains(alias) {
+            problems.push(format!(
+                "{field}: {alias:?} names this service's model already"
+            ));
+        }
+    }
     if s.max_replicas() < s.min_replicas {
         problems.push(format!(
             "{at}.maxReplicas: {} must be at least minReplicas ({})",

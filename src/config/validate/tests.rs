@@ -182,6 +182,22 @@ fn values_the_gateway_cannot_run_are_refused_with_their_field() {
                 "gateway.maxHeaderCount: must be between 8 and 10000, got 0",
             ),
             (
+                format!("gateway:\n  modelPeekLimit: 10\n{}", service("")),
+                "gateway.modelPeekLimit: must be between 1024 and 67108864, got 10",
+            ),
+            (
+                service("    modelAliases: [\"\", \"has space\", redwine, redwine]\n"),
+                "services[0].modelAliases[0]: must be 1 to 253 bytes long",
+            ),
+            (
+                service("    modelAliases: [\"has space\"]\n"),
+                "services[0].modelAliases[0]: \"has space\" must not contain spaces",
+            ),
+            (
+                service("    modelAliases: [llama, llama]\n"),
+                "services[0].modelAliases[1]: \"llama\" names this service's model already",
+            ),
+            (
                 format!("gateway:\n  connections:\n    idleTimeout: 500000000000y\n{}", service("")),
                 "gateway.connections.idleTimeout: must be between 1ms and 1day",
             ),

@@ -1,0 +1,197 @@
+//! OpenAI-compatible calls through the gateway: routed by the `model` their
+//! JSON body names when the Host names no service, the body forwarded
+//! intact, errors in OpenAI's shape, `GET /v1/models`, and the time to the
+//! first byte of a streamed answer.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::config::{ConfigBuilder, Service};
+use support::upstream::{upstream, Upstream};
+use support::{client, TestGateway};
+
+/// Two model services on static pods: `llama` (also called by its
+/// Hugging Face name) and `mistral`.
+async fn two_models(gateway_keys: &[(&str, &str)]) -> (TestGateway, Upstream, Upstream) {
+    let (llama, mistral) = (upstream().await, upstream().await);
+    let mut config = ConfigBuilder::new()
+        .service(
+            Service::static_pods("llama", "models", &[llama.addr])
+                .set("modelAliases", "[meta-llama/Llama-3.1-8B-Instruct]"),
+        )
+        .service(Service::static_pods("mistral", "models", &[mistral.addr]));
+    for (key, value) in gateway_keys {
+        config = config.gateway(key, value);
+    }
+    let gateway = TestGateway::start(&config.yaml()).await;
+    (gateway, llama, mistral)
+}
+
+async fn post(gateway: &TestGateway, path: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+    // The gateway's own address as Host: it names no service.
+    let response = client()
+        .post(gateway.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let pod = response
+        .headers()
+        .get("x-upstream")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, pod, response.bytes().await.unwrap().to_vec())
+}
+
+fn chat(model: &str, prompt: &str) -> Vec<u8> {
+    let body = json!({
+        "messages": [{"role": "user", "content": prompt}],
+        "model": model,
+        "stream": false,
+    });
+    serde_json::to_vec(&body).unwrap()
+}
+
+#[tokio::test]
+async fn calls_go_to_the_model_their_body_names_with_the_body_intact() {
+    let (gateway, llama, mistral) = two_models(&[]).await;
+    for (path, model, pod) in [
+        ("/v1/chat/completions", "mistral", &mistral),
+        ("/v1/chat/completions", "llama", &llama),
+        (
+            "/v1/completions",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            &llama,
+        ),
+        ("/openai/v1/chat/completions", "mistral", &mistral),
+        ("/v1/embeddings", "llama", &llama),
+    ] {
+        let body = chat(model, "Say hello");
+        let (status, answered_by, echoed) = post(&gateway, path, body.clone()).await;
+        assert_eq!(status, 200, "{path} {model}");
+        assert_eq!(answered_by, pod.addr.to_string(), "{path} {model}");
+        assert_eq!(echoed, body, "the pod got the body intact");
+    }
+    // A prompt of 300 KB before the model (the OpenAI SDKs write `messages`
+    // first): under the default limit of 1 MiB, found, and sent whole.
+    let long = chat("mistral", &"token ".repeat(50_000));
+    assert!(long.len() > 300_000);
+    let (status, answered_by, echoed) = post(&gateway, "/v1/chat/completions", long.clone()).await;
+    assert_eq!((status, answered_by), (200, mistral.addr.to_string()));
+    assert_eq!(echoed.len(), long.len());
+    assert!(echoed == long, "the long body arrived intact");
+
+    // A Host that names a service wins over the body.
+    let response = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .header("host", "llama.models.example.com")
+        .body(chat("mistral", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-upstream"], llama.addr.to_string());
+}
+
+#[tokio::test]
+async fn a_model_past_the_peek_limit_or_unknown_is_refused_in_openais_shape() {
+    let (gateway, llama, mistral) = two_models(&[("modelPeekLimit", "4KiB")]).await;
+    let refused = |status: u16, code: &str, body: &[u8]| {
+        let body: Value = serde_json::from_slice(body).unwrap();
+        let error = &body["error"];
+        assert_eq!(error["code"], code, "{body}");
+        let kind = if status < 500 {
+            "invalid_request_error"
+        } else {
+            "server_error"
+        };
+        assert_eq!(error["type"], kind, "{body}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+
+    // The model after 10 KB of prompt: not within the first 4 KiB.
+    let (status, _, body) = post(
+        &gateway,
+        "/v1/chat/completions",
+        chat("llama", &"x".repeat(10_000)),
+    )
+    .await;
+    assert_eq!(status, 413);
+    refused(413, "model_past_peek_limit", &body);
+    // The same prompt after the model: only the start is needed.
+    let first = format!(r#"{{"model":"llama","prompt":"{}"}}"#, "x".repeat(10_000));
+    let (status, pod, echoed) = post(&gateway, "/v1/completions", first.clone().into_bytes()).await;
+    assert_eq!((status, pod), (200, llama.addr.to_string()));
+    assert_eq!(echoed, first.as_bytes());
+
+    let (status, _, body) = post(&gateway, "/v1/chat/completions", chat("gpt-4o", "hi")).await;
+    assert_eq!(status, 404);
+    refused(404, "model_not_found", &body);
+    let (status, _, body) = post(&gateway, "/v1/completions", br#"{"prompt":"hi"}"#.to_vec()).await;
+    assert_eq!(status, 404);
+    refused(404, "model_not_found", &body);
+    let (status, _, body) = post(&gateway, "/v1/completions", b"{\"model\": llama}".to_vec()).await;
+    assert_eq!(status, 400);
+    refused(400, "bad_request", &body);
+    let (status, _, body) = post(&gateway, "/v1/completions", Vec::new()).await;
+    assert_eq!(status, 400);
+    refused(400, "bad_request", &body);
+
+    // Only the two calls that named a served model reached a pod.
+    assert_eq!(llama.hits() + mistral.hits(), 1);
+    // The refusals are counted as requests no service took.
+    let metrics = support::get_text(gateway.admin_url("/metrics")).await;
+    assert_eq!(
+        support::metric(&metrics, "sluice_unrouted_requests_total"),
+        Some(5.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn v1_models_lists_every_model_the_gateway_routes() {
+    let (gateway, _llama, _mistral) = two_models(&[]).await;
+    for path in ["/v1/models", "/openai/v1/models"] {
+        let listed = support::get_json(gateway.url(path)).await;
+        assert_eq!(listed["object"], "list");
+        let ids: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            ["llama", "meta-llama/Llama-3.1-8B-Instruct", "mistral"]
+        );
+        assert_eq!(listed["data"][0]["object"], "model");
+        assert_eq!(listed["data"][0]["owned_by"], "models");
+    }
+}
+
+#[tokio::test]
+async fn the_time_to_the_first_byte_is_measured_per_service() {
+    let pod = upstream().await;
+    let yaml = ConfigBuilder::new()
+        .service(Service::static_pods("streamer", "models", &[pod.addr]))
+        .yaml();
+    let gateway = TestGateway::start(&yaml).await;
+    // Three chunks 150 ms apart: the first byte after 150 ms, the end after 450.
+    let response = client()
+        .get(gateway.url("/stream?chunks=3&ms=150"))
+        .header("host", "streamer.models.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    let labels = r#"{service="streamer",namespace="models"}"#;
+    let metrics = support::get_text(gateway.admin_url("/metrics")).await;
+    let series = |name: &str| support::metric(&metrics, &format!("{name}{labels}"));
+    assert_eq!(series("sluice_time_to_first_byte_seconds_count"), Some(1.0));
+    let first_byte = series("sluice_time_to_first_byte_seconds_sum").unwrap();
+    let whole = series("sluice_request_duration_seconds_sum").unwrap();
+    assert!(first_byte >= 0.15, "{first_byte}");
+    assert!(whole >= 0.45 && first_byte < whole, "{first_byte} {whole}");
+}
