@@ -195,3 +195,61 @@ async fn the_time_to_the_first_byte_is_measured_per_service() {
     assert!(first_byte >= 0.15, "{first_byte}");
     assert!(whole >= 0.45 && first_byte < whole, "{first_byte} {whole}");
 }
+
+/// Reads a streamed response until its first chunk, then drops it and the
+/// client's connection: a user closing the chat window mid-answer.
+async fn leave_after_the_first_chunk(request: reqwest::RequestBuilder) {
+    let mut response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"chunk 0;"), "{first:?}");
+}
+
+/// Where a client leaves mid-stream, the proxy cancels the pod's request at
+/// once and frees its slot: with `containerConcurrency: 1`, the next stream
+/// gets the pod long before the first would have ended (10 s) or the queue
+/// timeout (3 s) would have refused it.
+async fn a_stream_left_mid_way_frees_its_slot(base: &str, host: &str, pod: &Upstream) {
+    let long_stream = format!("{base}/stream?chunks=100&ms=100");
+    // A client of its own, so dropping the response closes its connection.
+    let leaving = reqwest::Client::new();
+    leave_after_the_first_chunk(leaving.get(&long_stream).header("host", host)).await;
+    drop(leaving);
+    support::eventually(
+        std::time::Duration::from_secs(2),
+        "the pod's stream to be dropped",
+        || async { pod.streams_open() == 0 },
+    )
+    .await;
+    let next = client().get(&long_stream).header("host", host);
+    leave_after_the_first_chunk(next).await;
+    assert_eq!(pod.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_pods_request_through_the_gateway() {
+    let pod = upstream().await;
+    let yaml = ConfigBuilder::new()
+        .service(
+            Service::static_pods("streamer", "models", &[pod.addr])
+                .set("containerConcurrency", 1)
+                .set("queueTimeout", "3s"),
+        )
+        .yaml();
+    let gateway = TestGateway::start(&yaml).await;
+    let base = format!("http://{}", gateway.gateway.data_addr());
+    a_stream_left_mid_way_frees_its_slot(&base, "streamer.models.example.com", &pod).await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_pods_request_through_the_sidecar() {
+    let pod = upstream().await;
+    let sidecar = sluice::sidecar::Sidecar::start(sluice::sidecar::SidecarOptions {
+        queue_timeout: std::time::Duration::from_secs(3),
+        ..support::sidecar_options(pod.addr, 1)
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", sidecar.data_addr);
+    a_stream_left_mid_way_frees_its_slot(&base, "anything", &pod).await;
+}

@@ -38,6 +38,9 @@ pub struct Seen {
     pub connections: AtomicUsize,
     /// Requests that came over HTTP/2.
     pub http2: AtomicUsize,
+    /// `/stream` responses whose body is still being sent: one that the
+    /// proxy gives up on is dropped by hyper, and leaves this count.
+    pub streams_open: Arc<AtomicUsize>,
     pub last: Mutex<Option<(http::Method, String, HeaderMap)>>,
 }
 
@@ -100,6 +103,10 @@ impl Upstream {
 
     pub fn last_path(&self) -> String {
         self.seen.last.lock().unwrap().as_ref().unwrap().1.clone()
+    }
+
+    pub fn streams_open(&self) -> usize {
+        self.seen.streams_open.load(Ordering::SeqCst)
     }
 
     /// Stops accepting; connections already open are closed too.
@@ -188,10 +195,14 @@ async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Re
             let (chunks, every) = (query_number("chunks"), query_number("ms"));
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", "0".parse().unwrap());
+            let open = OpenStream::new(&seen.streams_open);
             let frames = stream::iter(0..chunks)
-                .then(move |i| async move {
-                    tokio::time::sleep(Duration::from_millis(every)).await;
-                    Frame::data(Bytes::from(format!("chunk {i};")))
+                .then(move |i| {
+                    let _open = &open;
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(every)).await;
+                        Frame::data(Bytes::from(format!("chunk {i};")))
+                    }
                 })
                 .chain(stream::iter([Frame::trailers(trailers)]))
                 .map(Ok::<_, Infallible>);
@@ -225,6 +236,22 @@ async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Re
     };
     seen.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
+}
+
+/// Counts a streamed body open while it lives.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenStream(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn text(body: String) -> Response<Body> {
