@@ -18,6 +18,7 @@
 //! goes away (its response dropped, mid-stream or while waiting) frees its
 //! slot at once. The model answers to `--model-name` and any
 //! `--model-alias`; its "tokens" are words, prompts counted the same way.
+//! `--service-time` and `--workers` are KServe mode's and do not apply here.
 
 mod engine;
 mod metrics;
