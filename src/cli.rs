@@ -43,7 +43,8 @@ pub enum Command {
     Sidecar(SidecarArgs),
     /// A mutating admission webhook that injects the sidecar into opted-in pods.
     Webhook(WebhookArgs),
-    /// A stand-in model server (KServe v1 and v2) for demos and tests.
+    /// A stand-in model server (KServe v1 and v2, or OpenAI's API with
+    /// `--openai`) for demos and tests.
     Predictor(PredictorArgs),
     /// Show the services (like `kubectl get isvc`) or their replicas (`--pods`).
     Status {
@@ -123,6 +124,47 @@ pub struct PredictorArgs {
     /// Time before the model reports ready, to mimic a slow-loading model.
     #[arg(long, env = "SLUICE_STARTUP_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub startup_delay: std::time::Duration,
+    /// Be a stand-in language model: vLLM's OpenAI-compatible API
+    /// (/v1/chat/completions, /v1/completions, /v1/models, /health,
+    /// /metrics) instead of KServe's.
+    #[arg(long, env = "SLUICE_OPENAI",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub openai: bool,
+    /// With --openai: other names a request's `model` may give (repeat, or
+    /// separate with commas).
+    #[arg(
+        long,
+        env = "SLUICE_MODEL_ALIAS",
+        value_delimiter = ',',
+        requires = "openai"
+    )]
+    pub model_alias: Vec<String>,
+    /// With --openai: sequences decoded together; the rest wait in turn.
+    #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=100_000), requires = "openai")]
+    pub batch_size: u32,
+    /// With --openai: prefill, from a sequence's admission to its first token.
+    #[arg(long, env = "SLUICE_TIME_TO_FIRST_TOKEN", default_value = "50ms",
+          value_parser = humantime::parse_duration, requires = "openai")]
+    pub time_to_first_token: std::time::Duration,
+    /// With --openai: tokens each running sequence gets per second.
+    #[arg(long, env = "SLUICE_TOKENS_PER_SECOND", default_value_t = 50.0,
+          value_parser = tokens_per_second, requires = "openai")]
+    pub tokens_per_second: f64,
+    /// With --openai: tokens the KV cache holds; vllm:kv_cache_usage_perc is
+    /// the share the running sequences' prompts and outputs take.
+    #[arg(long, env = "SLUICE_KV_CACHE_TOKENS", default_value_t = 16384,
+          value_parser = clap::value_parser!(u64).range(1..), requires = "openai")]
+    pub kv_cache_tokens: u64,
+}
+
+/// `--tokens-per-second`: a pace a clock can keep, from 0.01 to 100000.
+fn tokens_per_second(text: &str) -> Result<f64, String> {
+    let pace: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if !(0.01..=100_000.0).contains(&pace) {
+        return Err("must be between 0.01 and 100000".into());
+    }
+    Ok(pace)
 }
 
 #[derive(Debug, clap::Args)]

@@ -212,6 +212,17 @@ fn predictor_options(args: PredictorArgs) -> sluice::predictor::PredictorOptions
         service_time: args.service_time,
         workers: args.workers,
         startup_delay: args.startup_delay,
+        openai: args
+            .openai
+            .then_some(sluice::predictor::openai::OpenAiOptions {
+                aliases: args.model_alias,
+                engine: sluice::predictor::openai::EngineSettings {
+                    batch_size: args.batch_size as usize,
+                    time_to_first_token: args.time_to_first_token,
+                    tokens_per_second: args.tokens_per_second,
+                    kv_cache_tokens: args.kv_cache_tokens,
+                },
+            }),
     }
 }
 

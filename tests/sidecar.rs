@@ -143,6 +143,7 @@ async fn readiness_follows_the_models() {
         service_time: Duration::ZERO,
         workers: 1,
         startup_delay: Duration::from_millis(600),
+        openai: None,
     })
     .await
     .unwrap();

@@ -11,9 +11,13 @@
 //! content-type is `application/grpc*` goes to the gRPC service, any other to
 //! the HTTP/JSON routes, so one port answers both (and a process replica's
 //! HTTP readiness path keeps working when clients speak gRPC).
+//!
+//! With `--openai` it is instead a stand-in language model speaking vLLM's
+//! OpenAI-compatible API (`openai`), and serves only that.
 
 pub mod grpc;
 mod model;
+pub mod openai;
 
 pub use self::model::{predict, v1_predict, v2_infer, InputError, FEATURES};
 
@@ -31,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tonic::codegen::Service;
 use tracing::info;
@@ -45,11 +50,13 @@ pub struct PredictorOptions {
     pub service_time: Duration,
     pub workers: usize,
     pub startup_delay: Duration,
+    /// Serve the OpenAI-compatible API (and only it) instead of KServe's.
+    pub openai: Option<openai::OpenAiOptions>,
 }
 
 struct Model {
     name: String,
-    ready: AtomicBool,
+    ready: Arc<AtomicBool>,
     workers: Semaphore,
     service_time: Duration,
 }
@@ -67,50 +74,34 @@ impl Predictor {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        let model = Arc::new(Model {
-            name: options.model.clone(),
-            ready: AtomicBool::new(options.startup_delay.is_zero()),
-            workers: Semaphore::new(options.workers.max(1)),
-            service_time: options.service_time,
-        });
+        let ready = Arc::new(AtomicBool::new(options.startup_delay.is_zero()));
         if !options.startup_delay.is_zero() {
-            let model = model.clone();
+            let (ready, name) = (ready.clone(), options.model.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(options.startup_delay).await;
-                model.ready.store(true, Ordering::Relaxed);
-                info!(model = %model.name, "model loaded");
+                ready.store(true, Ordering::Relaxed);
+                info!(model = %name, "model loaded");
             });
         }
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(crate::server::serve(
-            listener,
-            crate::server::ServeOptions::new(
-                "predictor",
-                &ConnectionSettings::default(),
-                ListenerMetrics::default(),
-            ),
-            move |_peer| {
-                let model = model.clone();
-                let grpc = grpc::server(model.clone());
-                // Either body: JSON from the HTTP routes, or gRPC frames and
-                // trailers from the gRPC service.
-                hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let model = model.clone();
-                    let mut grpc = grpc.clone();
-                    async move {
-                        if grpc::is_grpc(&req) {
-                            let response = grpc.call(req).await?;
-                            Ok::<_, Infallible>(response.map(Either::Right))
-                        } else {
-                            let response = handle(model, req).await?;
-                            Ok(response.map(Either::Left))
-                        }
-                    }
-                })
-            },
-            stopped,
-        ));
-        info!(%addr, model = %options.model, workers = options.workers, service_time = ?options.service_time, "sluice predictor (a stand-in model server) started");
+        let task = match options.openai.clone() {
+            Some(openai) => {
+                let engine = &openai.engine;
+                info!(%addr, model = %options.model, batch_size = engine.batch_size, time_to_first_token = ?engine.time_to_first_token, tokens_per_second = engine.tokens_per_second, "sluice predictor (a stand-in OpenAI model server) started");
+                let model = openai::OpenAiModel::start(&options.model, openai, ready);
+                tokio::spawn(openai::serve(listener, model, stopped))
+            }
+            None => {
+                info!(%addr, model = %options.model, workers = options.workers, service_time = ?options.service_time, "sluice predictor (a stand-in model server) started");
+                let model = Arc::new(Model {
+                    name: options.model.clone(),
+                    ready,
+                    workers: Semaphore::new(options.workers.max(1)),
+                    service_time: options.service_time,
+                });
+                tokio::spawn(serve_kserve(listener, model, stopped))
+            }
+        };
         Ok(Predictor { addr, stop, task })
     }
 
@@ -119,6 +110,39 @@ impl Predictor {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+/// Serves the KServe v1/v2 routes and gRPC service on `listener` until `stop`.
+async fn serve_kserve(listener: TcpListener, model: Arc<Model>, stop: watch::Receiver<bool>) {
+    crate::server::serve(
+        listener,
+        crate::server::ServeOptions::new(
+            "predictor",
+            &ConnectionSettings::default(),
+            ListenerMetrics::default(),
+        ),
+        move |_peer| {
+            let model = model.clone();
+            let grpc = grpc::server(model.clone());
+            // Either body: JSON from the HTTP routes, or gRPC frames and
+            // trailers from the gRPC service.
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let model = model.clone();
+                let mut grpc = grpc.clone();
+                async move {
+                    if grpc::is_grpc(&req) {
+                        let response = grpc.call(req).await?;
+                        Ok::<_, Infallible>(response.map(Either::Right))
+                    } else {
+                        let response = handle(model, req).await?;
+                        Ok(response.map(Either::Left))
+                    }
+                }
+            })
+        },
+        stop,
+    )
+    .await;
 }
 
 /// Runs a predictor until SIGTERM or SIGINT.
