@@ -133,6 +133,51 @@ async fn container_concurrency_holds_even_when_a_server_says_it_is_empty() {
     );
 }
 
+#[tokio::test]
+async fn a_reload_without_pod_metrics_stops_the_reads_and_one_with_them_starts_them() {
+    let (busy, idle) = (upstream().await, upstream().await);
+    busy.serve_metrics(MetricsAnswer::Text(vllm_metrics(8.0, 1000.0, 0.9)));
+    idle.serve_metrics(MetricsAnswer::Text(vllm_metrics(0.0, 0.0, 0.1)));
+    let gw = gateway(&[&busy, &idle], "staleAfter: 30s", "").await;
+    wait_for_readings(&gw, &[(&busy, 1000.0), (&idle, 0.0)]).await;
+    let with = std::fs::read_to_string(&gw.config_path).unwrap();
+
+    let without: String = with
+        .lines()
+        .filter(|line| !line.contains("podMetrics"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&gw.config_path, &without).unwrap();
+    gw.gateway.reload().await.unwrap();
+    // Picked by in-flight counts at once, though the readings are fresh.
+    let before = (busy.hits(), idle.hits());
+    get_sequentially(&gw, 10).await;
+    assert_eq!((busy.hits() - before.0, idle.hits() - before.1), (5, 5));
+    // And nobody reads the servers any more: at 20 ms a running reader
+    // would read each a dozen times in this while; one read may have been
+    // on its way when the reader stopped.
+    let reads = busy.metrics_reads();
+    let until = std::time::Instant::now() + Duration::from_millis(300);
+    holds_until(until, Duration::from_millis(20), || async {
+        assert!(
+            busy.metrics_reads() <= reads + 1,
+            "still read after the reload"
+        );
+    })
+    .await;
+
+    std::fs::write(&gw.config_path, &with).unwrap();
+    gw.gateway.reload().await.unwrap();
+    let reads = busy.metrics_reads();
+    eventually(WAIT, "reads again", || async {
+        busy.metrics_reads() > reads + 2
+    })
+    .await;
+    let before = idle.hits();
+    get_sequentially(&gw, 10).await;
+    assert_eq!(idle.hits() - before, 10);
+}
+
 #[test]
 fn bad_pod_metrics_are_refused_with_their_fields() {
     let pods = ["127.0.0.1:8081"];

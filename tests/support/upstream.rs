@@ -43,6 +43,8 @@ pub struct Seen {
     pub last: Mutex<Option<(http::Method, String, HeaderMap)>>,
     /// What `/metrics` answers, once set.
     pub metrics: Mutex<Option<MetricsAnswer>>,
+    /// Requests for `/metrics` once set, answered or not.
+    pub metrics_reads: AtomicUsize,
 }
 
 /// A model server's `/metrics`, as the test wants it now.
@@ -143,6 +145,10 @@ impl Upstream {
         *self.seen.metrics.lock().unwrap() = Some(answer);
     }
 
+    pub fn metrics_reads(&self) -> usize {
+        self.seen.metrics_reads.load(Ordering::SeqCst)
+    }
+
     /// Stops accepting; connections already open are closed too.
     pub fn stop(&self) {
         self.task.abort();
@@ -162,6 +168,9 @@ async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Re
     }
     if req.uri().path() == "/metrics" {
         let answer = seen.metrics.lock().unwrap().clone();
+        if answer.is_some() {
+            seen.metrics_reads.fetch_add(1, Ordering::SeqCst);
+        }
         match answer {
             Some(MetricsAnswer::Text(body)) => return text(body),
             Some(MetricsAnswer::Silent) => return std::future::pending().await,
