@@ -2,6 +2,7 @@
 //! balancer's pick. `cargo bench --bench decisions`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use sluice::pods::server_load::ServerView;
 use sluice::pods::{pick, Slot};
 use sluice::routing::RouteTable;
 use std::hint::black_box;
@@ -47,10 +48,24 @@ fn balancing(c: &mut Criterion) {
                 in_flight: i % 3,
                 last_pick: i as u64,
                 avoid: false,
+                server: None,
             })
             .collect();
         let mut rng = fastrand::Rng::with_seed(1);
         group.bench_with_input(BenchmarkId::new("unlimited", pods), &slots, |b, slots| {
+            b.iter(|| pick(slots.len(), |i| slots[i], 0, &mut rng))
+        });
+        // Every pod with a fresh reading of its model server (`podMetrics`).
+        let read: Vec<Slot> = (slots.iter().enumerate())
+            .map(|(i, s)| Slot {
+                server: Some(ServerView {
+                    queue: (i % 5) as f64,
+                    kv_cache_usage: (i % 7) as f64 / 7.0,
+                }),
+                ..*s
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::new("by_server", pods), &read, |b, slots| {
             b.iter(|| pick(slots.len(), |i| slots[i], 0, &mut rng))
         });
         // Most pods full: the fallback scan.
@@ -59,6 +74,7 @@ fn balancing(c: &mut Criterion) {
                 in_flight: if i == pods - 1 { 0 } else { 1 },
                 last_pick: 0,
                 avoid: false,
+                server: None,
             })
             .collect();
         group.bench_with_input(

@@ -7,6 +7,7 @@ use crate::config::{Backend, Config, MetricsSource, ServiceConfig};
 use crate::history::{History, Mark};
 use crate::kubernetes::Cluster;
 use crate::metrics::{Metrics, ServiceMetrics};
+use crate::pods::server_load::{poll, PollSettings};
 use crate::pods::Dispatcher;
 use crate::routing::RouteTable;
 use crate::supervise::PanicReports;
@@ -28,6 +29,8 @@ pub struct Service {
     settings: ArcSwap<ServiceSettings>,
     scaler: Mutex<ScalerStatus>,
     autoscaler: Mutex<Option<JoinHandle<()>>>,
+    /// Reads the model servers' own load (`podMetrics`), if set.
+    server_load: Mutex<Option<JoinHandle<()>>>,
     metrics: ServiceMetrics,
     /// Its tasks' panics, counted and the last kept for `/status`.
     panics: Arc<PanicReports>,
@@ -108,11 +111,13 @@ impl Service {
             settings: ArcSwap::from_pointee(settings),
             scaler: Mutex::new(ScalerStatus::default()),
             autoscaler: Mutex::new(None),
+            server_load: Mutex::new(None),
             panics,
             history: History::default(),
             created: Instant::now(),
         });
         service.start_autoscaler();
+        service.start_server_load(sc);
         service
     }
 
@@ -160,6 +165,9 @@ impl Service {
         set_static_stats(sc, &self.dispatcher);
         self.settings.store(Arc::new(settings));
         self.start_autoscaler();
+        if old.pod_metrics != sc.pod_metrics || old.protocol != sc.protocol {
+            self.start_server_load(sc);
+        }
     }
 
     /// Stops the autoscaler and returns a future that drains and stops the
@@ -168,6 +176,7 @@ impl Service {
         if let Some(task) = self.autoscaler_lock().take() {
             task.abort();
         }
+        self.stop_server_load();
         self.actuator().shutdown()
     }
 
@@ -252,6 +261,51 @@ impl Service {
             || crate::autoscaler::run(self.clone()),
         )
         .await;
+    }
+
+    /// Starts reading the model servers' load as `sc.podMetrics` says, in
+    /// place of any earlier reader; without it, picks by in-flight counts.
+    fn start_server_load(self: &Arc<Self>, sc: &ServiceConfig) {
+        self.stop_server_load();
+        let Some(pod_metrics) = &sc.pod_metrics else {
+            return;
+        };
+        let settings = PollSettings::new(pod_metrics, sc.protocol);
+        let failures = self.metrics.pod_metrics_failures.clone();
+        // Weak: the task is aborted when the service retires, and must not
+        // keep a service that was dropped without retiring alive either.
+        let dispatcher = Arc::downgrade(&self.dispatcher);
+        let reporter = Arc::downgrade(self);
+        let owner = format!("{}/{}", self.namespace, self.name);
+        let task = tokio::spawn(async move {
+            crate::supervise::restart_on_panic(
+                "pod-metrics",
+                &owner,
+                move |message| {
+                    if let Some(service) = reporter.upgrade() {
+                        service.task_panicked("pod-metrics", message);
+                    }
+                },
+                || poll(dispatcher.clone(), settings.clone(), failures.clone()),
+            )
+            .await
+        });
+        *self.server_load_lock() = Some(task);
+        self.dispatcher
+            .set_stale_after(Some(pod_metrics.stale_after.0));
+    }
+
+    fn stop_server_load(&self) {
+        self.dispatcher.set_stale_after(None);
+        if let Some(task) = self.server_load_lock().take() {
+            task.abort();
+        }
+    }
+
+    fn server_load_lock(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.server_load
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts and remembers a panic of one of the service's tasks.
@@ -351,6 +405,7 @@ impl Scaled for Service {
             spec: settings.spec.clone(),
             tick_interval: settings.tick_interval,
             metrics: settings.config.metrics,
+            stale_after: (settings.config.pod_metrics.as_ref()).map(|m| m.stale_after.0),
         }
     }
 

@@ -47,6 +47,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "config/examples/static.yaml",
         include_str!("../config/examples/static.yaml"),
     ),
+    (
+        "config/examples/vllm.yaml",
+        include_str!("../config/examples/vllm.yaml"),
+    ),
 ];
 
 /// Values that have broken configuration parsers, or sluice: out of every
@@ -93,7 +97,8 @@ fn value() -> impl Strategy<Value = String> {
 #[rustfmt::skip]
 fn edges(field: &str) -> &'static [&'static str] {
     let durations = ["Timeout", "Window", "Period", "Interval", "Duration", "Deadline", "Delay"];
-    if durations.iter().any(|end| field.ends_with(end)) {
+    let is_duration = matches!(field, "interval" | "timeout" | "staleAfter");
+    if is_duration || durations.iter().any(|end| field.ends_with(end)) {
         return &[
             "0s", "1ms", "1s", "2s", "60s", "300s", "1h", "3600s", "24h", "1day", "999us",
             "3601s", "25h", "1y", "500000000000y", "18446744073709551615s",
@@ -115,7 +120,11 @@ fn edges(field: &str) -> &'static [&'static str] {
         "executable" | "kubeconfig" => &["x", "/nonexistent"],
         "enabled" => &["true", "false"],
         "metrics" => &["gateway", "pods"],
-        "scaleMetric" => &["concurrency", "rps"],
+        "scaleMetric" => &["concurrency", "rps", "queue"],
+        "podMetrics" => &["{}", "{ port: 1 }"],
+        "format" => &["vllm", "tgi"],
+        "path" => &["/metrics", "/", "metrics", "/a b", "/?a=b"],
+        "running" | "waiting" | "kvCacheUsage" => &["vllm:x", "\"\"", "9a", "a_b:c", "\"a b\""],
         _ => &[
             "0", "1", "1.01", "0.01", "100", "110", "1000", "10000", "100000", "1000000", "1e6",
             "65535", "-1", "0.009", "1000001", "1e20", ".nan", ".inf", "4294967296",

@@ -133,6 +133,7 @@ pub fn decide(
     let metric = |s: &Sample| match spec.metric {
         ScaleMetric::Concurrency => s.concurrency,
         ScaleMetric::Rps => s.rps,
+        ScaleMetric::Queue => s.queue,
     };
     let averages = (
         history.average(now, spec.stable_window, metric),

@@ -4,6 +4,7 @@
 //! the tick.
 
 use super::scaler::{Action, Command, Event, Load, Scaler, ScalerStatus, Second};
+use super::server_queue::{observed_queue, pod_queues};
 use super::{Scraper, Spec};
 use crate::actuator::Actuator;
 use crate::config::MetricsSource;
@@ -31,6 +32,8 @@ pub struct ScalingSettings {
     pub spec: Spec,
     pub tick_interval: Duration,
     pub metrics: MetricsSource,
+    /// With `podMetrics`: how old a model server's reading may be.
+    pub stale_after: Option<Duration>,
 }
 
 pub async fn run<S: Scaled>(service: Arc<S>) {
@@ -79,10 +82,15 @@ async fn read_load(
 ) -> Option<Load> {
     let dispatcher = service.dispatcher();
     let own = dispatcher.read_load();
+    let queue = settings.stale_after.map_or(0.0, |stale_after| {
+        let pods = pod_queues(&dispatcher.pods(), Instant::now(), stale_after);
+        observed_queue(&pods, dispatcher.queued())
+    });
     match settings.metrics {
         MetricsSource::Gateway => Some(Load {
             concurrency: own.concurrency,
             rps: own.rps,
+            queue,
         }),
         MetricsSource::Pods => {
             let spec = &settings.spec;
@@ -94,6 +102,7 @@ async fn read_load(
             Some(Load {
                 concurrency: load.concurrency + dispatcher.queued() as f64,
                 rps: load.rps,
+                queue,
             })
         }
     }

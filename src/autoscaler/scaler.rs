@@ -39,6 +39,9 @@ pub struct ScalerStatus {
 pub struct Load {
     pub concurrency: f64,
     pub rps: f64,
+    /// What the model servers report (`scaleMetric: queue`); 0 without
+    /// `podMetrics`.
+    pub queue: f64,
 }
 
 /// What the loop read during one second.
@@ -206,6 +209,7 @@ impl Scaler {
             at: input.now,
             concurrency: load.concurrency,
             rps: load.rps,
+            queue: load.queue,
         });
         self.samples_since_decision += 1;
         let tick_samples = input.tick_interval.as_secs().max(1);

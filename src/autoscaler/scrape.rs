@@ -62,8 +62,10 @@ pub fn estimate(
         |f: fn(&LoadReport) -> f64| read.iter().map(|r| f(r)).sum::<f64>() / read.len() as f64;
     let (mut concurrency, mut rps) = (mean(|r| r.concurrency), mean(|r| r.rps));
     if missing > 0.0 {
+        // With `queue` the model servers are read, not the sidecars: what
+        // the sidecars say is only shown, blended as for concurrency.
         let observed = match metric {
-            ScaleMetric::Concurrency => concurrency,
+            ScaleMetric::Concurrency | ScaleMetric::Queue => concurrency,
             ScaleMetric::Rps => rps,
         };
         // Below target: the missing pods are assumed at target; above: idle.
@@ -72,7 +74,9 @@ pub fn estimate(
             (mean * read.len() as f64 + assumed * missing) / reports.len() as f64
         };
         match metric {
-            ScaleMetric::Concurrency => concurrency = blend(concurrency, assumed),
+            ScaleMetric::Concurrency | ScaleMetric::Queue => {
+                concurrency = blend(concurrency, assumed)
+            }
             ScaleMetric::Rps => rps = blend(rps, assumed),
         }
     }

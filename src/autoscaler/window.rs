@@ -12,6 +12,9 @@ pub struct Sample {
     pub concurrency: f64,
     /// Requests that arrived during the second, per second.
     pub rps: f64,
+    /// Requests running or waiting at the model servers, as they report
+    /// them (`scaleMetric: queue`), at the end of the second.
+    pub queue: f64,
 }
 
 /// The samples of the last `keep` of time.
@@ -34,7 +37,7 @@ impl History {
     }
 
     pub fn record(&mut self, sample: Sample) {
-        if sample.concurrency > 0.0 || sample.rps > 0.0 {
+        if sample.concurrency > 0.0 || sample.rps > 0.0 || sample.queue > 0.0 {
             self.last_traffic = Some(sample.at);
         }
         self.samples.push_back(sample);
@@ -83,6 +86,7 @@ mod tests {
             at: Duration::from_secs(at),
             concurrency: c,
             rps: 0.0,
+            queue: 0.0,
         }
     }
 

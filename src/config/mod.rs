@@ -4,6 +4,7 @@
 //! (ranges, uniqueness, addresses) and names the field of every problem.
 
 mod kubernetes;
+mod pod_metrics;
 pub mod ranges;
 mod size;
 mod tracing;
@@ -11,6 +12,7 @@ mod types;
 mod validate;
 
 pub use self::kubernetes::*;
+pub use self::pod_metrics::{MetricNameOverrides, MetricNames, PodMetrics, PodMetricsFormat};
 pub use self::size::ByteSize;
 pub use self::tracing::{OtlpProtocol, OtlpSettings, TracingSettings};
 pub use self::types::*;

@@ -68,6 +68,11 @@ pub const SCALE_TARGET: Bounds<f64> = between(0.01, 1e6);
 pub const CONTAINER_CONCURRENCY: Bounds<u64> = between(0, 100_000);
 pub const QUEUE_DEPTH: Bounds<u64> = between(1, 1_000_000);
 pub const PORT: Bounds<u64> = between(1, 65_535);
+/// Reading the model servers' metrics (`podMetrics`): no more often than
+/// every 10 ms, which already is a request to each pod 100 times a second.
+pub const POD_METRICS_INTERVAL: Bounds<Duration> = between(Duration::from_millis(10), secs(60));
+pub const POD_METRICS_STALE_AFTER: Bounds<Duration> = between(Duration::from_millis(20), HOUR);
+pub const POD_METRICS_TIMEOUT: Bounds<Duration> = between(MS, secs(60));
 
 // Request timeouts, gateway-wide and per service.
 pub const REQUEST_TIMEOUT: Bounds<Duration> = between(MS, DAY);

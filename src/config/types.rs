@@ -1,6 +1,6 @@
 //! The typed shape of the configuration file. Every struct rejects unknown fields.
 
-use super::{ByteSize, KubernetesBackend, KubernetesSettings, TracingSettings};
+use super::{ByteSize, KubernetesBackend, KubernetesSettings, PodMetrics, TracingSettings};
 use serde::{de, Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -179,6 +179,11 @@ pub struct ServiceConfig {
     /// sidecars' admin port.
     #[serde(default = "defaults::pod_metrics_port")]
     pub pod_metrics_port: u16,
+    /// The model servers' own metrics (vLLM's queue and KV cache), read
+    /// from every pod for picking and for `scaleMetric: queue`. Unrelated
+    /// to `podMetricsPort`, which is for sluice's sidecars.
+    #[serde(default)]
+    pub pod_metrics: Option<PodMetrics>,
     /// How the pods are spoken to: HTTP/1.1, or HTTP/2 with prior knowledge
     /// (`h2c`, Knative's port name for it; gRPC model servers need it).
     #[serde(default)]
@@ -278,6 +283,9 @@ pub enum ScaleMetric {
     #[default]
     Concurrency,
     Rps,
+    /// Requests at the model servers, running and waiting, as they report
+    /// them (`podMetrics`).
+    Queue,
 }
 
 /// Where the pods of a service come from. Exactly one kind must be given.
@@ -445,6 +453,7 @@ impl ServiceConfig {
             container_concurrency: 0,
             metrics: MetricsSource::default(),
             pod_metrics_port: defaults::pod_metrics_port(),
+            pod_metrics: None,
             protocol: UpstreamProtocol::default(),
             backend,
             request_timeout: None,

@@ -74,6 +74,7 @@ pub struct Metrics {
     holds: HistogramFamily,
     errors: Family<ErrorLabels, Counter>,
     retries: Family<ServiceLabels, Counter>,
+    pod_metrics_failures: Family<ServiceLabels, Counter>,
     unrouted: Counter,
     reloads: Family<ReloadLabels, Counter>,
     pub kubernetes: KubernetesMetrics,
@@ -99,6 +100,8 @@ pub struct ServiceMetrics {
     pub recent: Arc<RecentDurations>,
     errors: Family<ErrorLabels, Counter>,
     retries: Counter,
+    /// Reads of a pod's model server (`podMetrics`) that gave no reading.
+    pub pod_metrics_failures: Counter,
     pub tasks: TaskMetrics,
 }
 
@@ -153,6 +156,12 @@ impl Metrics {
             "Requests retried on another pod after a refused connection",
             retries.clone(),
         );
+        let pod_metrics_failures = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "sluice_pod_metrics_failures",
+            "Reads of a model server's own metrics (podMetrics) that gave no reading: no answer in time, an error status, or text without the configured metrics",
+            pod_metrics_failures.clone(),
+        );
         let unrouted = Counter::default();
         registry.register(
             "sluice_unrouted_requests",
@@ -183,6 +192,7 @@ impl Metrics {
             holds,
             errors,
             retries,
+            pod_metrics_failures,
             unrouted,
             reloads,
         }
@@ -209,6 +219,7 @@ impl Metrics {
             held: self.holds.get_or_create(&labels).clone(),
             recent: Arc::default(),
             retries: self.retries.get_or_create(&labels).clone(),
+            pod_metrics_failures: self.pod_metrics_failures.get_or_create(&labels).clone(),
             requests: self.requests.clone(),
             errors: self.errors.clone(),
             tasks: self.tasks.clone(),

@@ -54,6 +54,9 @@ struct State {
     queue_depth: usize,
     rng: fastrand::Rng,
     picks: u64,
+    /// With `podMetrics`: how old a model server's reading may be and still
+    /// be used for picking. `None`: pods are picked by in-flight count only.
+    stale_after: Option<Duration>,
 }
 
 /// A place in the queue. Dropping it (timeout, or the client went away) leaves
@@ -76,6 +79,7 @@ impl Dispatcher {
                 queue_depth,
                 rng,
                 picks: 0,
+                stale_after: None,
             }),
             in_flight: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
@@ -194,6 +198,12 @@ impl Dispatcher {
         state.serve_waiters();
     }
 
+    /// Picks by what the model servers report while their readings are
+    /// younger than `stale_after`; `None`: by in-flight count only.
+    pub fn set_stale_after(&self, stale_after: Option<Duration>) {
+        self.lock().stale_after = stale_after;
+    }
+
     pub fn pods(&self) -> Vec<Arc<Pod>> {
         self.lock().pods.clone()
     }
@@ -291,10 +301,16 @@ impl State {
     /// Picks a pod with a free slot and takes the slot.
     fn take_slot(&mut self, avoid: Option<&Pod>) -> Option<Arc<Pod>> {
         let pods = &self.pods;
+        let stale_after = self.stale_after;
+        // The clock is read only for services that have readings to age.
+        let now = stale_after.map(|_| Instant::now());
         let slot = |i: usize| Slot {
             in_flight: pods[i].in_flight(),
             last_pick: pods[i].last_pick.load(Ordering::Relaxed),
             avoid: avoid.is_some_and(|a| std::ptr::eq(a, &*pods[i])),
+            server: now
+                .zip(stale_after)
+                .and_then(|(now, s)| pods[i].server_view(now, s)),
         };
         let i = pick(pods.len(), slot, self.limit, &mut self.rng)?;
         self.picks += 1;

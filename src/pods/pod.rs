@@ -1,6 +1,8 @@
 //! One pod: an address and its live load.
 
+use super::server_load::{ServerReport, ServerView};
 use crate::upstream::{Connections, SharedConnections};
+use arc_swap::ArcSwapOption;
 use http::uri::Authority;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -24,6 +26,10 @@ pub struct Pod {
     pub streams: SharedConnections,
     /// Where the pod's sidecar reports its load (`/stats`), if it has one.
     stats: Mutex<Option<Authority>>,
+    /// The model server's last reading of its own load (`podMetrics`):
+    /// written by one task every interval, read by the balancer at every
+    /// pick, so a swap of a pointer rather than a lock.
+    server: ArcSwapOption<ServerReport>,
     started: Instant,
 }
 
@@ -40,6 +46,7 @@ impl Pod {
             connections: Connections::default(),
             streams: SharedConnections::default(),
             stats: Mutex::new(None),
+            server: ArcSwapOption::empty(),
             started: Instant::now(),
         }
     }
@@ -75,6 +82,25 @@ impl Pod {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    pub fn set_server_report(&self, report: ServerReport) {
+        self.server.store(Some(std::sync::Arc::new(report)));
+    }
+
+    pub fn server_report(&self) -> Option<ServerReport> {
+        self.server.load().as_deref().copied()
+    }
+
+    /// The server's load as the balancer compares it, if its reading is
+    /// younger than `stale_after` at `now`.
+    pub fn server_view(
+        &self,
+        now: tokio::time::Instant,
+        stale_after: std::time::Duration,
+    ) -> Option<ServerView> {
+        let report = self.server.load();
+        ServerView::of(report.as_deref()?, self.admitted(), now, stale_after)
     }
 
     pub fn age(&self) -> std::time::Duration {

@@ -183,6 +183,7 @@ fn decisions(spec: &Spec) -> Result<(), String> {
                     at: now,
                     concurrency: seen.concurrency,
                     rps: seen.rps,
+                    queue: 0.0,
                 });
                 if t % 2 == 0 {
                     let d = decide(spec, &history, ready, panic, now);

@@ -85,6 +85,16 @@ pub const FIELDS: &[&[&str]] = &[
     &["services", "containerConcurrency"],
     &["services", "metrics"],
     &["services", "podMetricsPort"],
+    &["services", "podMetrics"],
+    &["services", "podMetrics", "format"],
+    &["services", "podMetrics", "names", "running"],
+    &["services", "podMetrics", "names", "waiting"],
+    &["services", "podMetrics", "names", "kvCacheUsage"],
+    &["services", "podMetrics", "path"],
+    &["services", "podMetrics", "port"],
+    &["services", "podMetrics", "interval"],
+    &["services", "podMetrics", "staleAfter"],
+    &["services", "podMetrics", "timeout"],
     &["services", "requestTimeout"],
     &["services", "queueDepth"],
     &["services", "queueTimeout"],
@@ -129,7 +139,8 @@ pub const KEYS: &[&str] = &[
     "scaleTarget", "scaleMetric", "containerConcurrency", "backend", "static", "process",
     "command", "readinessPath", "env", "startupTimeout", "stopGracePeriod", "sidecar",
     "executable", "deployment", "service", "scaleDownDelay", "initialScale", "activationScale",
-    "scaleToZeroPodRetentionPeriod",
+    "scaleToZeroPodRetentionPeriod", "podMetrics", "format", "names", "running", "waiting",
+    "kvCacheUsage", "path", "interval", "staleAfter", "timeout",
 ];
 
 /// Where a node is: child indexes from the root, its path as sluice's

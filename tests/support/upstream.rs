@@ -5,8 +5,10 @@
 //! (and its trailers as response trailers); `/sink` reads the body and
 //! answers its length; `/download?bytes=N` streams N bytes;
 //! `/stream?chunks=N&ms=M` sends N chunks M ms apart, then gRPC's trailers;
-//! `/ready` is a readiness probe, not counted; anything else answers the
-//! upstream's own address. It speaks HTTP/1.1 and HTTP/2 (prior knowledge).
+//! `/ready` is a readiness probe, not counted; `/metrics`, once set with
+//! [`Upstream::serve_metrics`], is a model server's own metrics, not counted
+//! either; anything else answers the upstream's own address. It speaks
+//! HTTP/1.1 and HTTP/2 (prior knowledge).
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -42,6 +44,42 @@ pub struct Seen {
     /// proxy gives up on is dropped by hyper, and leaves this count.
     pub streams_open: Arc<AtomicUsize>,
     pub last: Mutex<Option<(http::Method, String, HeaderMap)>>,
+    /// What `/metrics` answers, once set.
+    pub metrics: Mutex<Option<MetricsAnswer>>,
+    /// Requests for `/metrics` once set, answered or not.
+    pub metrics_reads: AtomicUsize,
+}
+
+/// A model server's `/metrics`, as the test wants it now.
+#[derive(Clone, Debug)]
+pub enum MetricsAnswer {
+    /// 200 with this Prometheus text.
+    Text(String),
+    /// Never answers: a server too busy, or hung.
+    Silent,
+}
+
+/// What vLLM's `/metrics` says with these numbers (one model, and a
+/// histogram around them as the real one has).
+pub fn vllm_metrics(running: f64, waiting: f64, kv_cache_usage: f64) -> String {
+    let model = "model_name=\"redwine-week4\"";
+    format!(
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.\n\
+         # TYPE vllm:num_requests_running gauge\n\
+         vllm:num_requests_running{{engine=\"0\",{model}}} {running}\n\
+         # HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
+         # TYPE vllm:num_requests_waiting gauge\n\
+         vllm:num_requests_waiting{{engine=\"0\",{model}}} {waiting}\n\
+         # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n\
+         # TYPE vllm:kv_cache_usage_perc gauge\n\
+         vllm:kv_cache_usage_perc{{engine=\"0\",{model}}} {kv_cache_usage}\n\
+         # HELP vllm:e2e_request_latency_seconds Histogram of end to end request latency.\n\
+         # TYPE vllm:e2e_request_latency_seconds histogram\n\
+         vllm:e2e_request_latency_seconds_bucket{{engine=\"0\",le=\"1.0\",{model}}} 3.0\n\
+         vllm:e2e_request_latency_seconds_bucket{{engine=\"0\",le=\"+Inf\",{model}}} 4.0\n\
+         vllm:e2e_request_latency_seconds_count{{engine=\"0\",{model}}} 4.0\n\
+         vllm:e2e_request_latency_seconds_sum{{engine=\"0\",{model}}} 2.5\n"
+    )
 }
 
 pub async fn upstream() -> Upstream {
@@ -109,6 +147,15 @@ impl Upstream {
         self.seen.streams_open.load(Ordering::SeqCst)
     }
 
+    /// From now on `/metrics` answers as `answer` says.
+    pub fn serve_metrics(&self, answer: MetricsAnswer) {
+        *self.seen.metrics.lock().unwrap() = Some(answer);
+    }
+
+    pub fn metrics_reads(&self) -> usize {
+        self.seen.metrics_reads.load(Ordering::SeqCst)
+    }
+
     /// Stops accepting; connections already open are closed too.
     pub fn stop(&self) {
         self.task.abort();
@@ -125,6 +172,17 @@ async fn handle(seen: Arc<Seen>, addr: SocketAddr, req: Request<Incoming>) -> Re
     if req.uri().path() == "/ready" {
         // A readiness probe: answered, not counted as traffic.
         return text("ready".into());
+    }
+    if req.uri().path() == "/metrics" {
+        let answer = seen.metrics.lock().unwrap().clone();
+        if answer.is_some() {
+            seen.metrics_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        match answer {
+            Some(MetricsAnswer::Text(body)) => return text(body),
+            Some(MetricsAnswer::Silent) => return std::future::pending().await,
+            None => {}
+        }
     }
     seen.hits.fetch_add(1, Ordering::SeqCst);
     if req.version() == http::Version::HTTP_2 {

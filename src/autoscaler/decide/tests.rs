@@ -16,6 +16,7 @@ fn steady(concurrency: f64, seconds: u64, end: u64) -> History {
             at: secs(t),
             concurrency,
             rps: concurrency * 10.0,
+            queue: 0.0,
         });
     }
     h
@@ -231,12 +232,14 @@ fn scale_to_zero_waits_for_the_stable_window_and_grace() {
         at: secs(1),
         concurrency: 1.0,
         rps: 1.0,
+        queue: 0.0,
     });
     for t in 2..=200 {
         h.record(Sample {
             at: secs(t),
             concurrency: 0.0,
             rps: 0.0,
+            queue: 0.0,
         });
     }
     // Idle 60s: inside stable window + grace (90s), one pod stays, long
@@ -253,6 +256,7 @@ fn scale_to_zero_waits_for_the_stable_window_and_grace() {
         at: secs(201),
         concurrency: 1.0,
         rps: 1.0,
+        queue: 0.0,
     });
     assert_eq!(decide(&spec, &h, 0, Panic::default(), secs(201)).desired, 1);
 }
@@ -274,6 +278,7 @@ fn simulate(
             at: secs(t),
             concurrency: c,
             rps: c * 20.0,
+            queue: 0.0,
         });
         if t % tick == 0 {
             let d = decide(spec, &history, ready, panic, secs(t));

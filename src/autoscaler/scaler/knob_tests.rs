@@ -23,6 +23,7 @@ fn trace(spec: &Spec, load: impl Fn(u64) -> f64, seconds: u64) -> Vec<u32> {
             load: Some(Load {
                 concurrency: c,
                 rps: c,
+                queue: 0.0,
             }),
             ready: *desired.last().unwrap(),
             held: 0,
@@ -157,6 +158,7 @@ fn initial_scale_holds_until_reached_once() {
             load: Some(Load {
                 concurrency: 0.0,
                 rps: 0.0,
+                queue: 0.0,
             }),
             ready,
             held: 0,
@@ -198,6 +200,7 @@ fn activation_scale_starts_that_many_from_zero_and_is_a_floor_above_zero() {
             load: Some(Load {
                 concurrency: 1.0,
                 rps: 1.0,
+                queue: 0.0,
             }),
             ready: 0,
             held: 1,
@@ -282,6 +285,7 @@ fn activation_scale_applies_to_the_desire_for_load_not_to_the_rate_limit() {
                 at: secs(t),
                 concurrency,
                 rps: concurrency,
+                queue: 0.0,
             });
         }
         let d = decide(&spec, &h, ready, Panic::default(), secs(60));

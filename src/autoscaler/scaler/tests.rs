@@ -47,6 +47,7 @@ impl Sim {
             load: concurrency.map(|c| Load {
                 concurrency: c,
                 rps: c * 10.0,
+                queue: 0.0,
             }),
             ready: self.ready,
             held: self.held,

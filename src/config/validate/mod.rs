@@ -4,6 +4,7 @@ mod autoscaler;
 mod backend;
 mod kubernetes;
 mod names;
+mod pod_metrics;
 mod service;
 mod tracing;
 

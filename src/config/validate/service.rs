@@ -3,6 +3,7 @@
 use super::autoscaler::{validate_autoscaler, Knobs};
 use super::backend::validate_backend;
 use super::names::is_dns_label;
+use super::pod_metrics::validate_pod_metrics;
 use crate::config::ranges;
 use crate::config::{Dur, ServiceConfig};
 
@@ -86,4 +87,5 @@ pub(super) fn validate_service(at: &str, s: &ServiceConfig, problems: &mut Vec<S
     );
     validate_autoscaler(at, &Knobs::service(s), problems);
     validate_backend(at, s, problems);
+    validate_pod_metrics(at, s, problems);
 }

@@ -383,3 +383,70 @@ fn deep_or_large_files_are_refused_quickly() {
     let err = Config::load(&big).unwrap_err().to_string();
     assert!(err.contains("larger than 1048576 bytes"), "{err}");
 }
+
+#[test]
+fn pod_metrics_take_their_defaults_and_bad_values_are_named() {
+    let yaml = GOOD.replace("minReplicas: 3", "minReplicas: 3\n    podMetrics: {}");
+    let config = Config::parse(&yaml).unwrap();
+    let m = config.services[0].pod_metrics.as_ref().unwrap();
+    assert_eq!(m.path, "/metrics");
+    assert_eq!(m.port, None);
+    assert_eq!(m.interval.0.as_millis(), 50);
+    assert_eq!(m.stale_after.0.as_millis(), 500);
+    assert_eq!(m.timeout().as_millis(), 50, "unset: the interval");
+
+    let bad = GOOD.replace(
+        "minReplicas: 3",
+        "minReplicas: 3\n    podMetrics:\n      interval: 5ms\n      staleAfter: 5ms\n      \
+         path: metrics\n      port: 0\n      names: { waiting: \"\", running: \"9lives\" }",
+    );
+    let p = problems(&bad);
+    let has = |needle: &str| p.iter().any(|x| x.contains(needle));
+    assert!(
+        has("services[0].podMetrics.interval: must be between 10ms and 1m, got 5ms"),
+        "{p:?}"
+    );
+    assert!(
+        has("services[0].podMetrics.staleAfter: must be longer than interval (5ms)"),
+        "{p:?}"
+    );
+    assert!(has("services[0].podMetrics.path: \"metrics\""), "{p:?}");
+    assert!(
+        has("services[0].podMetrics.port: must be between 1"),
+        "{p:?}"
+    );
+    assert!(has("services[0].podMetrics.names.waiting: \"\""), "{p:?}");
+    assert!(
+        has("services[0].podMetrics.names.running: \"9lives\""),
+        "{p:?}"
+    );
+
+    let unknown = GOOD.replace(
+        "minReplicas: 3",
+        "minReplicas: 3\n    podMetrics: { every: 1s }",
+    );
+    assert!(problems(&unknown)[0].contains("unknown field `every`"));
+    let format = GOOD.replace(
+        "minReplicas: 3",
+        "minReplicas: 3\n    podMetrics: { format: tgi }",
+    );
+    assert!(
+        problems(&format)[0].contains("tgi"),
+        "{:?}",
+        problems(&format)
+    );
+}
+
+#[test]
+fn scale_metric_queue_needs_pod_metrics() {
+    let queue = GOOD.replace("minReplicas: 3", "minReplicas: 3\n    scaleMetric: queue");
+    assert_eq!(
+        problems(&queue),
+        ["services[0].scaleMetric: queue is what the model servers report, so it needs podMetrics"]
+    );
+    let with = queue.replace(
+        "scaleMetric: queue",
+        "scaleMetric: queue\n    podMetrics: {}",
+    );
+    assert_eq!(problems(&with), Vec::<String>::new());
+}
