@@ -3,8 +3,7 @@
 
 use super::ServerLoad;
 use crate::config::MetricNames;
-use openmetrics_parser::prometheus::parse_prometheus;
-use openmetrics_parser::PrometheusValue;
+use prom_text_format_parser::{Scrape, Type};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -53,9 +52,9 @@ fn sum_first(text: &str, candidates: &[String]) -> Result<Option<f64>, ParseErro
 ///
 /// Each metric's own lines are parsed alone. A vLLM answer is mostly
 /// histograms the balancer does not read, and it is read 20 times a second
-/// from every pod, so the parser gets a few lines instead; and the parser
-/// takes consecutive samples without a `# TYPE` line for one family, so
-/// two such metrics side by side would be refused together.
+/// from every pod, so the parser gets a few lines instead; and a line the
+/// parser refuses elsewhere in the answer (a server's new metric in a
+/// form it does not know) costs nothing.
 fn sum_of(text: &str, name: &str) -> Result<Option<f64>, ParseError> {
     let lines = lines_about(text, name);
     if lines.is_empty() {
@@ -63,18 +62,21 @@ fn sum_of(text: &str, name: &str) -> Result<Option<f64>, ParseError> {
     }
     // The text is a network peer's: whatever it says, a bad answer is an
     // error for this pod, never a panic of the task that reads every pod.
-    let parsed = std::panic::catch_unwind(|| parse_prometheus(&lines))
+    let parsed = std::panic::catch_unwind(|| Scrape::parse(&lines))
         .map_err(|_| ParseError::ParserPanicked)?;
-    let exposition = parsed.map_err(|e| ParseError::Malformed(format!("{e:?}")))?;
-    let Some(family) = exposition.families.get(name) else {
-        return Ok(None);
-    };
-    // A count or a share is never negative, NaN or infinite: such a sample
-    // is a broken series, left out rather than let it win or lose every
-    // comparison.
-    let values: Vec<f64> = family
-        .iter_samples()
-        .filter_map(|sample| number(&sample.value))
+    let scrape = parsed.map_err(|e| ParseError::Malformed(format!("{e:?}")))?;
+    // A gauge, a counter or an untyped series has one value per sample; a
+    // histogram or a summary has none that is the load.
+    let values: Vec<f64> = scrape
+        .metrics
+        .iter()
+        .filter(|metric| metric.name == name)
+        .filter(|metric| matches!(metric.kind, Type::Gauge | Type::Counter | Type::Untyped))
+        .flat_map(|metric| &metric.samples)
+        .map(|sample| sample.value.value.as_f64())
+        // A count or a share is never negative, NaN or infinite: such a
+        // sample is a broken series, left out rather than let it win or
+        // lose every comparison.
         .filter(|v| v.is_finite() && *v >= 0.0)
         .collect();
     Ok((!values.is_empty()).then(|| values.iter().sum()))
@@ -97,14 +99,4 @@ fn lines_about(text: &str, name: &str) -> String {
         kept.push('\n');
     }
     kept
-}
-
-/// The value of a gauge, a counter or an untyped series; `None` for a
-/// histogram or summary, which have no single value.
-fn number(value: &PrometheusValue) -> Option<f64> {
-    match value {
-        PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => Some(n.as_f64()),
-        PrometheusValue::Counter(c) => Some(c.value.as_f64()),
-        PrometheusValue::Histogram(_) | PrometheusValue::Summary(_) => None,
-    }
 }

@@ -111,8 +111,11 @@ fn nan_infinite_and_negative_samples_are_left_out() {
 #[test]
 fn the_crate_reads_a_whole_vllm_answer_and_a_bad_line_elsewhere_costs_nothing() {
     // Names with ':' and histograms with `_created`: the whole fixture parses.
-    let whole = openmetrics_parser::prometheus::parse_prometheus(VLLM).unwrap();
-    assert!(whole.families.contains_key("vllm:num_requests_waiting"));
+    let whole = prom_text_format_parser::Scrape::parse(VLLM).unwrap();
+    assert!(whole
+        .metrics
+        .iter()
+        .any(|m| m.name == "vllm:num_requests_waiting"));
     // Only the configured metrics' lines are parsed.
     let broken = format!("{VLLM}vllm:some_new_gauge{{model_name=\"m\" 1\n");
     assert_eq!(vllm(&broken).unwrap().waiting, 7.0);
