@@ -20,6 +20,9 @@
 #   TTFT         the model's time to first token (default 50ms)
 #   TOKENS_PER_S tokens per second per stream (default 50)
 #   MAX_TOKENS   tokens per answer (default 64)
+#   HEAPTRACK    1 to run the gateway under heaptrack and print, at the end,
+#                where its heap was at its peak, per open stream (benches/heap_peaks.py);
+#                slows the gateway, so its CPU and latency figures are not comparable
 #   SKIP_BUILD   1 to use the existing release binaries
 #   KEEP_TMP     1 to keep the temp dir (config, logs)
 set -euo pipefail
@@ -111,10 +114,25 @@ services:
     namespace: bench
     backend: {static: ["$PREDICTOR"]}
 EOF
-"$SLUICE" --log info gateway --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
+WRAP=()
+if [[ ${HEAPTRACK:-0} == 1 ]]; then
+    command -v heaptrack >/dev/null || die "HEAPTRACK=1 needs heaptrack (apt-get install heaptrack)"
+    # Its own session: heaptrack signals its process group when the gateway exits.
+    WRAP=(setsid heaptrack -o "$TMP/gateway")
+fi
+${WRAP[@]+"${WRAP[@]}"} "$SLUICE" --log info gateway --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
 GATEWAY=$(bound_addr "$GATEWAY_PID" "$TMP/sluice.log" "sluice gateway started" listen)
+if [[ ${HEAPTRACK:-0} == 1 ]]; then
+    # heaptrack's wrapper forks the gateway: measure the gateway itself.
+    for _ in $(seq 50); do
+        child=$(pgrep -P "$GATEWAY_PID" -f "sluice --log info gateway" | head -1 || true)
+        [[ -n $child ]] && break
+        sleep 0.1
+    done
+    [[ -n ${child:-} ]] && GATEWAY_PID=$child && PIDS+=("$GATEWAY_PID")
+fi
 IDLE_RSS=$(rss_kib "$GATEWAY_PID")
 
 # ---------------------------------------------------------------- runs
@@ -184,3 +202,15 @@ awk -v g50="$(median gateway ttft_p50_ms)" -v d50="$(median direct ttft_p50_ms)"
     -v g99="$(median gateway ttft_p99_ms)" -v d99="$(median direct ttft_p99_ms)" \
     -v gc="$(median gateway gateway_cpu_us_per_token)" -v pc="$(median direct model_cpu_us_per_token)" \
     'BEGIN { printf "\nadded by the gateway: TTFT p50 %+.1f ms, p99 %+.1f ms; gateway CPU per token / model server CPU per token %.2f\n", g50 - d50, g99 - d99, gc / pc }'
+
+if [[ ${HEAPTRACK:-0} == 1 ]]; then
+    # The recording is complete once the gateway has exited. (heaptrack's
+    # wrapper passes a TERM on to this script when its program ends: ignored.)
+    trap '' TERM
+    kill -TERM "$GATEWAY_PID"
+    for _ in $(seq 100); do kill -0 "$GATEWAY_PID" 2>/dev/null || break; sleep 0.1; done
+    wait 2>/dev/null || true
+    sleep 1
+    echo
+    python3 "$ROOT/benches/heap_peaks.py" "$(ls "$TMP"/gateway*.zst | head -1)" "$STREAMS"
+fi
