@@ -253,3 +253,85 @@ async fn a_client_that_leaves_mid_stream_cancels_the_pods_request_through_the_si
     let base = format!("http://{}", sidecar.data_addr);
     a_stream_left_mid_way_frees_its_slot(&base, "anything", &pod).await;
 }
+
+/// The stand-in language model (`predictor --openai`) in this process.
+async fn language_model(name: &str, batch_size: usize) -> sluice::predictor::Predictor {
+    use sluice::predictor::openai::{EngineSettings, OpenAiOptions};
+    sluice::predictor::Predictor::start(sluice::predictor::PredictorOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        model: name.into(),
+        service_time: std::time::Duration::ZERO,
+        workers: 1,
+        startup_delay: std::time::Duration::ZERO,
+        openai: Some(OpenAiOptions {
+            aliases: vec![],
+            engine: EngineSettings {
+                batch_size,
+                time_to_first_token: std::time::Duration::from_millis(20),
+                tokens_per_second: 20.0,
+                kv_cache_tokens: 1000,
+            },
+        }),
+    })
+    .await
+    .unwrap()
+}
+
+async fn server_gauge(model: std::net::SocketAddr, name: &str) -> f64 {
+    let text = support::get_text(format!("http://{model}/metrics")).await;
+    support::metric(&text, &format!("{name}{{model_name=\"llama\"}}")).unwrap_or(-1.0)
+}
+
+/// A real model server behind the gateway, routed by the body's model: a
+/// stream whose client leaves is cancelled in the model server itself, whose
+/// one batch slot goes at once to the request queued behind it.
+#[tokio::test]
+async fn a_client_that_leaves_cancels_its_sequence_in_the_model_server_behind_the_gateway() {
+    let model = language_model("llama", 1).await;
+    let yaml = ConfigBuilder::new()
+        .service(Service::static_pods("llama", "models", &[model.addr]))
+        .yaml();
+    let gateway = TestGateway::start(&yaml).await;
+    // 4000 tokens at 20 a second: the first stream would hold the slot 200 s.
+    let long =
+        json!({"model": "llama", "prompt": "Once upon a time", "max_tokens": 4000, "stream": true});
+    let open = |client: reqwest::Client| {
+        let (url, body) = (gateway.url("/v1/completions"), long.clone());
+        async move {
+            let mut response = client.post(url).json(&body).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let first = response.chunk().await.unwrap().unwrap();
+            assert!(first.starts_with(b"data: {"), "{first:?}");
+            response
+        }
+    };
+    let leaving = reqwest::Client::new();
+    let first = open(leaving.clone()).await;
+    let queued = tokio::spawn(open(client()));
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the second stream queued at the server",
+        || async { server_gauge(model.addr, "vllm:num_requests_waiting").await == 1.0 },
+    )
+    .await;
+    assert_eq!(
+        server_gauge(model.addr, "vllm:num_requests_running").await,
+        1.0
+    );
+    drop(first);
+    drop(leaving);
+    let second = tokio::time::timeout(std::time::Duration::from_secs(5), queued)
+        .await
+        .expect("the queued stream got the slot the leaving client freed")
+        .unwrap();
+    assert_eq!(
+        server_gauge(model.addr, "vllm:num_requests_waiting").await,
+        0.0
+    );
+    assert_eq!(
+        server_gauge(model.addr, "vllm:num_requests_running").await,
+        1.0
+    );
+    drop(second);
+    model.stop().await;
+}
