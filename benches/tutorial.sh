@@ -18,7 +18,9 @@
 #   held      minReplicas 0, a model that takes 20 s to load: 10 000 requests
 #             arrive at zero and are held; the gateway's RSS once all are
 #             held (and per held request, over its RSS before), then all
-#             must be answered 200; the gateway's peak RSS.
+#             must be answered 200; the gateway's peak RSS. HEAPTRACK=1 runs
+#             the gateway under heaptrack and prints where its heap was at the
+#             peak, per held request (benches/heap_peaks.py).
 #   hyperheld the floor under "held": the same 10 000 POSTs held 20 s by
 #             benches/hyper_proxy.rs (hyper's HTTP/1 server and nothing of
 #             sluice's, as many workers as cores), then forwarded to a 0 ms
@@ -53,9 +55,22 @@ status_field() { # status_field FIELD -> the first service's FIELD from /status
 
 # start_gateway CONFIG: starts it, waits for its admin port, sets GW.
 start_gateway() {
-    "$SLUICE" gateway --config "$1" 2>"$TMP/gateway.log" &
+    local wrap=()
+    # HEAPTRACK=1 (part held): the gateway runs under heaptrack, in a session
+    # of its own (heaptrack's wrapper signals its process group at the end).
+    [ -n "${2:-}" ] && wrap=(setsid heaptrack -o "$2")
+    ${wrap[@]+"${wrap[@]}"} "$SLUICE" gateway --config "$1" 2>"$TMP/gateway.log" &
     GW=$!
     PIDS+=("$GW")
+    if [ -n "${2:-}" ]; then # measure the gateway, not the wrapper
+        local child=""
+        for _ in $(seq 50); do
+            child=$(pgrep -P "$GW" -f "sluice gateway" | head -1 || true)
+            [ -n "$child" ] && break
+            sleep 0.1
+        done
+        [ -n "$child" ] && GW=$child && PIDS+=("$GW")
+    fi
     for _ in $(seq 100); do curl -s "http://$ADMIN/readyz" >/dev/null && return; sleep 0.05; done
     echo "gateway did not start:"; cat "$TMP/gateway.log"; exit 1
 }
@@ -145,7 +160,12 @@ part_held() {
     if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ]; then
         echo "  needs 10100 open files, the hard limit is $(ulimit -Hn)"; return 1
     fi
-    start_gateway "$TMP/held.yaml"
+    local recording=""
+    if [ "${HEAPTRACK:-0}" = 1 ]; then
+        command -v heaptrack >/dev/null || { echo "  HEAPTRACK=1 needs heaptrack"; return 1; }
+        recording="$TMP/held-heap"
+    fi
+    start_gateway "$TMP/held.yaml" "$recording"
     local idle_kib held=0 held_kib
     idle_kib=$(awk '/VmRSS/ { print $2 }' /proc/$GW/status)
     hey -n 10000 -c 10000 -t 120 -m POST -host "$HOST" -D "$TMP/input.json" "$URL" > "$TMP/hey-held.txt" &
@@ -165,7 +185,17 @@ part_held() {
     wait "$hey"
     hey_summary "$TMP/hey-held.txt"
     echo "  gateway peak RSS (including releasing them all to one replica): $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' /proc/$GW/status)"
-    stop_gateway
+    if [ -n "$recording" ]; then
+        trap '' TERM # heaptrack's wrapper passes a TERM on when the gateway ends
+        stop_gateway
+        for _ in $(seq 100); do ls "$recording"*.zst >/dev/null 2>&1 && break; sleep 0.1; done
+        sleep 1
+        echo "  where the heap was at its peak, per held request (benches/heap_peaks.py):"
+        python3 "$ROOT/benches/heap_peaks.py" "$(ls "$recording"*.zst | head -1)" "$held" 12 | sed 's/^/    /'
+        trap - TERM
+    else
+        stop_gateway
+    fi
 }
 
 part_hyperheld() {

@@ -138,7 +138,7 @@ async fn a_model_past_the_peek_limit_or_unknown_is_refused_in_openais_shape() {
     assert_eq!(status, 400);
     refused(400, "bad_request", &body);
 
-    // Only the two calls that named a served model reached a pod.
+    // Only the one call that named a served model (within the limit) reached a pod.
     assert_eq!(llama.hits() + mistral.hits(), 1);
     // The refusals are counted as requests no service took.
     let metrics = support::get_text(gateway.admin_url("/metrics")).await;
@@ -334,4 +334,104 @@ async fn a_client_that_leaves_cancels_its_sequence_in_the_model_server_behind_th
     );
     drop(second);
     model.stop().await;
+}
+
+/// `scaleMetric: queue` from end to end: stand-in language models as local
+/// replicas, one sequence decoded at a time each, and four long streams at
+/// once sent to the first replica by another client, not through sluice
+/// (sluice has nothing in flight, so `concurrency` would not move). Its
+/// server reports 1 running and 3 waiting; at 2 per replica the autoscaler
+/// wants 2.
+#[tokio::test]
+async fn scale_metric_queue_scales_on_what_the_model_servers_report() {
+    let command = [
+        env!("CARGO_BIN_EXE_sluice"),
+        "--log",
+        "warn",
+        "predictor",
+        "--openai",
+        "--port",
+        "{port}",
+        "--model-name",
+        "{name}",
+        "--batch-size",
+        "1",
+        "--tokens-per-second",
+        "20",
+    ];
+    let yaml = ConfigBuilder::new()
+        .autoscaler("stableWindow", "6s")
+        .autoscaler("tickInterval", "1s")
+        .service(
+            Service::process("llama", "models", &command)
+                .backend("readinessPath", "/health")
+                .backend("stopGracePeriod", "1s")
+                .set("maxReplicas", 3)
+                .set("scaleMetric", "queue")
+                .set("scaleTarget", 2)
+                .set("podMetrics", "{interval: 50ms}"),
+        )
+        .yaml();
+    let gateway = TestGateway::start(&yaml).await;
+    let service = gateway.gateway.shared().routes.load().services()[0].clone();
+    support::eventually(
+        std::time::Duration::from_secs(20),
+        "the first replica ready",
+        || async { service.dispatcher().pods().len() == 1 },
+    )
+    .await;
+    let body =
+        json!({"model": "llama", "prompt": "Once upon a time", "max_tokens": 4000, "stream": true});
+    let mut streams = Vec::new();
+    let first = service.dispatcher().pods()[0].addr().to_string();
+    for _ in 0..4 {
+        let request = client()
+            .post(format!("http://{first}/v1/completions"))
+            .json(&body);
+        streams.push(tokio::spawn(async move {
+            let mut response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            // Read until the test ends: a stream that is not read would stall.
+            while let Ok(Some(_)) = response.chunk().await {}
+        }));
+    }
+    support::eventually(
+        std::time::Duration::from_secs(30),
+        "2 replicas for a queue of 4 at 2 each",
+        || async { service.dispatcher().pods().len() == 2 },
+    )
+    .await;
+    let metrics = support::get_text(gateway.admin_url("/metrics")).await;
+    let desired = support::metric(
+        &metrics,
+        r#"sluice_desired_replicas{service="llama",namespace="models"}"#,
+    );
+    assert_eq!(desired, Some(2.0), "{metrics}");
+    for stream in streams {
+        stream.abort();
+    }
+    gateway
+        .gateway
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn the_gateways_limits_come_before_the_body_is_read() {
+    let (gateway, llama, _mistral) = two_models(&[("maxRequestBodySize", "2KiB")]).await;
+    // Declared over the limit: refused on its headers, whatever its model.
+    let first = format!(r#"{{"model":"llama","prompt":"{}"}}"#, "x".repeat(5_000));
+    let (status, _, body) = post(&gateway, "/v1/completions", first.into_bytes()).await;
+    assert_eq!(status, 413);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+    // Within it, and the model after the prompt: found within the 2 KiB.
+    let (status, pod, _) = post(
+        &gateway,
+        "/v1/completions",
+        chat("llama", &"x".repeat(1_500)),
+    )
+    .await;
+    assert_eq!((status, pod), (200, llama.addr.to_string()));
+    assert_eq!(llama.hits(), 1);
 }

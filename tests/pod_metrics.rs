@@ -209,4 +209,31 @@ fn bad_pod_metrics_are_refused_with_their_fields() {
         error.contains("services[0].scaleMetric: queue is what the model servers report, so it needs podMetrics"),
         "{error}"
     );
+
+    // A read slower than staleAfter could never be used.
+    let slow = ConfigBuilder::new()
+        .service(tutorial(&pods).set("podMetrics", "{ timeout: 2s, staleAfter: 1s }"))
+        .yaml();
+    let error = sluice::config::Config::parse(&slow)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("services[0].podMetrics.timeout: must be shorter than staleAfter (1s)"),
+        "{error}"
+    );
+    // Local replicas behind sidecars: the replica's port is the sidecar's.
+    let behind = ConfigBuilder::new()
+        .service(
+            support::config::Service::process("m", "default", &["model", "{port}"])
+                .backend("sidecar", "{}")
+                .set("podMetrics", "{}"),
+        )
+        .yaml();
+    let error = sluice::config::Config::parse(&behind)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("services[0].podMetrics: reads the model server itself, which backend.process.sidecar hides"),
+        "{error}"
+    );
 }

@@ -67,10 +67,16 @@ pub enum Dialect {
 
 impl Dialect {
     pub fn of<B>(req: &http::Request<B>) -> Dialect {
-        let path = req.uri().path();
         if super::grpc::is_grpc(req.headers()) {
             Dialect::Grpc
-        } else if routing::names_model_in_body(path) || routing::is_model_list(path) {
+        } else {
+            Dialect::of_path(req.uri().path())
+        }
+    }
+
+    /// The dialect of a request that is not gRPC, by its path.
+    pub fn of_path(path: &str) -> Dialect {
+        if routing::names_model_in_body(path) || routing::is_model_list(path) {
             Dialect::OpenAi
         } else {
             Dialect::Json

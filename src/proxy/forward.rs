@@ -168,7 +168,10 @@ impl Exchange<'_> {
 }
 
 /// Refuses at once what is over the gateway's limits; no pod is involved.
-fn check_limits(req: &Request<Incoming>, limits: &GatewaySettings) -> Result<(), ProxyError> {
+pub(super) fn check_limits(
+    req: &Request<Incoming>,
+    limits: &GatewaySettings,
+) -> Result<(), ProxyError> {
     let count_limit = limits.max_header_count;
     let count = req.headers().len();
     if count > count_limit {

@@ -11,14 +11,14 @@
 //! its first message names: only the start of that message is read (see
 //! `routing::grpc_model`), and it goes to the pod first, before the rest.
 
+use super::peek::{peek, Look};
 use super::{Proxy, ProxyError};
 use crate::routing::{grpc_model, names_a_model, GrpcModel, MAX_PREFIX};
 use crate::service::Service;
 use crate::upstream::Peeked;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::Request;
-use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,40 +35,18 @@ pub async fn route_by_model(proxy: &Proxy, req: &mut Request<Incoming>) -> Optio
     if !names_a_model(req.uri().path()) {
         return None;
     }
-    let mut peeked = Peeked::default();
-    let limit = proxy.settings.load().queue_timeout.0;
-    let reading = read_model_name(req.body_mut(), &mut peeked);
-    let name = tokio::time::timeout(limit, reading).await.ok().flatten();
-    req.extensions_mut().insert(peeked);
+    let wait = proxy.settings.load().queue_timeout.0;
+    let look = |peeked: &Peeked, ended: bool| match grpc_model(&peeked.data, ended) {
+        GrpcModel::Named(name) => Look::Decided(Some(name.to_string())),
+        GrpcModel::Unnamed => Look::Decided(None),
+        GrpcModel::NeedMore if peeked.data.len() >= MAX_PREFIX => Look::Decided(None),
+        GrpcModel::NeedMore => Look::More,
+    };
+    // A broken body, or one that stops short, names no model: forwarding
+    // says what is wrong with it.
+    let name = peek(req, wait, look).await.ok().flatten()?;
     let routes = proxy.routes.load();
-    name.and_then(|name| routes.route_model(&name).cloned())
-}
-
-/// Reads frames into `peeked` until its start names a model or cannot.
-async fn read_model_name(body: &mut Incoming, peeked: &mut Peeked) -> Option<String> {
-    loop {
-        let ended = body.is_end_stream() || peeked.trailers.is_some();
-        match grpc_model(&peeked.data, ended) {
-            GrpcModel::Named(name) => return Some(name.to_string()),
-            GrpcModel::Unnamed => return None,
-            GrpcModel::NeedMore if peeked.data.len() >= MAX_PREFIX => return None,
-            GrpcModel::NeedMore => {}
-        }
-        match body.frame().await {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => peeked.data.extend_from_slice(&data),
-                Err(frame) => peeked.trailers = frame.into_trailers().ok(),
-            },
-            // The end, or a broken body (forwarding will say so): what was
-            // read is all there is.
-            None | Some(Err(_)) => {
-                return match grpc_model(&peeked.data, true) {
-                    GrpcModel::Named(name) => Some(name.to_string()),
-                    _ => None,
-                }
-            }
-        }
-    }
+    routes.route_model(&name).cloned()
 }
 
 /// gRPC status codes (grpc/doc/statuscodes.md) that sluice answers with.

@@ -12,6 +12,7 @@ mod forward;
 pub mod grpc;
 mod headers;
 mod openai;
+mod peek;
 pub mod request_id;
 mod send;
 mod upgrade;
@@ -118,8 +119,14 @@ pub async fn proxy(
     } else if unrouted && dialect == Dialect::OpenAi {
         let path = req.uri().path();
         if req.method() == Method::POST && crate::routing::names_model_in_body(path) {
-            routed = match openai::route_by_body_model(&proxy, &mut req).await {
-                Ok(service) => request_host(&req).map(|host| (service, host)),
+            // The gateway's limits first: nothing is read of a request
+            // they refuse anyway.
+            let within_limits = forward::check_limits(&req, &proxy.settings.load());
+            routed = match within_limits {
+                Ok(()) => match openai::route_by_body_model(&proxy, &mut req).await {
+                    Ok(service) => request_host(&req).map(|host| (service, host)),
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error),
             };
         } else if req.method() == Method::GET && crate::routing::is_model_list(path) {
@@ -185,11 +192,19 @@ async fn proxy_to(
     mut trace: Option<RequestTrace>,
 ) -> Response<ResponseBody> {
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let dialect = Dialect::of(&req);
+    // The whole dialect is asked only if sluice answers itself (below).
+    let grpc = grpc::is_grpc(req.headers());
+    let dialect = || {
+        if grpc {
+            Dialect::Grpc
+        } else {
+            Dialect::of_path(uri.path())
+        }
+    };
     if let Some(trace) = &trace {
         trace.routed(service.namespace(), service.name());
     }
-    let deadline = if dialect == Dialect::Grpc {
+    let deadline = if grpc {
         grpc::timeout(req.headers())
     } else {
         None
@@ -228,7 +243,7 @@ async fn proxy_to(
             } else {
                 warn!(service = service.name(), %method, %uri, error = %error, "refused");
             }
-            refuse(service, error, started, dialect, trace)
+            refuse(service, error, started, dialect(), trace)
         }
     }
 }

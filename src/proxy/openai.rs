@@ -7,16 +7,15 @@
 //! the queue timeout; what was read goes to the pod first, then the rest is
 //! streamed as any body is.
 
-use super::ProxyError;
-use super::{Proxy, ResponseBody};
+use super::peek::{peek, Look, Undecided};
+use super::{Proxy, ProxyError, ResponseBody};
 use crate::routing::{body_model, BodyModel};
 use crate::service::Service;
 use crate::upstream::Peeked;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Incoming;
 use std::sync::Arc;
 
 /// The service of the model a request's body names. What was read of the
@@ -27,23 +26,52 @@ pub async fn route_by_body_model(
     req: &mut Request<Incoming>,
 ) -> Result<Arc<Service>, ProxyError> {
     let settings = proxy.settings.load();
-    let (limit, wait) = (settings.model_peek_limit.0, settings.queue_timeout.0);
-    let mut peeked = Peeked::default();
-    let reading = read_model(req.body_mut(), &mut peeked, limit as usize);
-    let found = tokio::time::timeout(wait, reading).await;
-    req.extensions_mut().insert(peeked);
-    let name = match found {
-        Ok(Found::Model(name)) => name,
-        Ok(Found::PastLimit) => return Err(ProxyError::ModelPastPeekLimit { limit }),
-        Ok(Found::Unnamed) => return Err(ProxyError::NoModelInBody),
-        Ok(Found::Malformed(why)) => {
-            return Err(ProxyError::BadRequest(format!(
-                "the body is not JSON: {why}"
-            )))
+    let wait = settings.queue_timeout.0;
+    let body_limit = settings.max_request_body_size.0;
+    // Never more than the body may be.
+    let limit = match body_limit {
+        0 => settings.model_peek_limit.0,
+        body_limit => settings.model_peek_limit.0.min(body_limit),
+    } as usize;
+    // The start is parsed again only when it has doubled since the last try
+    // (or the body ended), so a long prompt before `model` costs at most
+    // twice its length to skip, not its length once per frame.
+    let mut tried_at = 0;
+    let look = |peeked: &Peeked, ended: bool| {
+        let seen = peeked.data.len();
+        if !(ended || seen >= limit || seen >= tried_at * 2) {
+            return Look::More;
         }
-        Err(_) => {
+        tried_at = seen.max(1);
+        // Past the limit, only the first `limit` bytes count.
+        Look::Decided(
+            match body_model(&peeked.data[..seen.min(limit)], ended && seen <= limit) {
+                BodyModel::Named(name) => Ok(name),
+                BodyModel::NeedMore if seen < limit => return Look::More,
+                BodyModel::NeedMore if body_limit > 0 && seen as u64 > body_limit => {
+                    Err(ProxyError::BodyTooLarge { limit: body_limit })
+                }
+                BodyModel::NeedMore => Err(ProxyError::ModelPastPeekLimit {
+                    limit: limit as u64,
+                }),
+                BodyModel::Unnamed => Err(ProxyError::NoModelInBody),
+                BodyModel::Malformed(why) => Err(ProxyError::BadRequest(format!(
+                    "the body is not JSON: {why}"
+                ))),
+            },
+        )
+    };
+    let name = match peek(req, wait, look).await {
+        Ok(found) => found?,
+        Err(Undecided::Ended) => return Err(ProxyError::NoModelInBody),
+        Err(Undecided::TimedOut(wait)) => {
             return Err(ProxyError::BadRequest(format!(
                 "the body did not name its model within {wait:?}"
+            )))
+        }
+        Err(Undecided::Broken(why)) => {
+            return Err(ProxyError::BadRequest(format!(
+                "the client's request body failed: {why}"
             )))
         }
     };
@@ -52,45 +80,6 @@ pub async fn route_by_body_model(
         .route_model(&name)
         .cloned()
         .ok_or(ProxyError::UnknownModel(name))
-}
-
-enum Found {
-    Model(String),
-    Unnamed,
-    Malformed(String),
-    PastLimit,
-}
-
-/// Reads frames into `peeked` until its start names a model or cannot.
-/// The start is parsed again only when it has doubled since the last try
-/// (or the body ended), so a long prompt before `model` costs at most
-/// twice its length to skip, not its length once per frame.
-async fn read_model(body: &mut Incoming, peeked: &mut Peeked, limit: usize) -> Found {
-    let (mut tried_at, mut finished) = (0, false);
-    loop {
-        let ended = finished || body.is_end_stream() || peeked.trailers.is_some();
-        let seen = peeked.data.len();
-        if ended || seen >= limit || seen >= tried_at * 2 {
-            tried_at = seen.max(1);
-            // Past the limit, the first `limit` bytes are all that count.
-            match body_model(&peeked.data[..seen.min(limit)], ended && seen <= limit) {
-                BodyModel::Named(name) => return Found::Model(name),
-                BodyModel::Unnamed => return Found::Unnamed,
-                BodyModel::Malformed(why) => return Found::Malformed(why),
-                BodyModel::NeedMore if seen >= limit || ended => return Found::PastLimit,
-                BodyModel::NeedMore => {}
-            }
-        }
-        match body.frame().await {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => peeked.data.extend_from_slice(&data),
-                Err(frame) => peeked.trailers = frame.into_trailers().ok(),
-            },
-            None => finished = true,
-            // The client's fault; forwarding would say the same.
-            Some(Err(e)) => return Found::Malformed(format!("the body broke off: {e}")),
-        }
-    }
 }
 
 /// `GET /v1/models` to a host that names no service: every model (a

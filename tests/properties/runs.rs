@@ -183,7 +183,8 @@ fn decisions(spec: &Spec) -> Result<(), String> {
                     at: now,
                     concurrency: seen.concurrency,
                     rps: seen.rps,
-                    queue: 0.0,
+                    // What the servers would report: what they hold.
+                    queue: seen.concurrency,
                 });
                 if t % 2 == 0 {
                     let d = decide(spec, &history, ready, panic, now);

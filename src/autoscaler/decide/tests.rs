@@ -16,7 +16,9 @@ fn steady(concurrency: f64, seconds: u64, end: u64) -> History {
             at: secs(t),
             concurrency,
             rps: concurrency * 10.0,
-            queue: 0.0,
+            // The servers hold more than sluice has in flight (other
+            // clients', say): a value apart from the other two.
+            queue: concurrency * 4.0,
         });
     }
     h
@@ -160,6 +162,21 @@ fn table() {
             previous: Panic::default(),
             now: 60,
             desired: 3,
+            panicking: false,
+        },
+        Case {
+            name: "queue uses what the servers report",
+            spec: Spec {
+                metric: ScaleMetric::Queue,
+                target: 8.0,
+                ..spec()
+            },
+            // Concurrency 3 would want 3 pods; the servers' 12 want 2.
+            history: steady(3.0, 60, 60),
+            ready: 3,
+            previous: Panic::default(),
+            now: 60,
+            desired: 2,
             panicking: false,
         },
         Case {

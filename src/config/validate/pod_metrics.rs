@@ -26,6 +26,27 @@ pub(super) fn validate_pod_metrics(at: &str, s: &ServiceConfig, problems: &mut V
     }
     let timeout = m.timeout.map(|d| d.0);
     ranges::POD_METRICS_TIMEOUT.check_set(&field("timeout"), timeout, problems);
+    if timeout.is_some_and(|t| t >= stale_after) {
+        problems.push(format!(
+            "{}: must be shorter than staleAfter ({}): a reading is dated when it is asked for, so a slower one is stale when it comes",
+            field("timeout"),
+            humantime::format_duration(stale_after)
+        ));
+    }
+    // The replica's port is its sidecar's, which would count every read as
+    // a request (taking a slot, queueing behind token streams, keeping the
+    // replica from ever looking idle); the model's own port is a random one
+    // only the sidecar knows.
+    let behind_sidecar = s
+        .backend
+        .process
+        .as_ref()
+        .is_some_and(|p| p.sidecar.is_some());
+    if behind_sidecar {
+        problems.push(format!(
+            "{at}.podMetrics: reads the model server itself, which backend.process.sidecar hides behind a sidecar; use one or the other"
+        ));
+    }
     ranges::PORT.check_set(&field("port"), m.port.map(u64::from), problems);
     if !m.path.starts_with('/') || m.path.parse::<PathAndQuery>().is_err() {
         problems.push(format!(

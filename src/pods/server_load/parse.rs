@@ -73,7 +73,8 @@ fn sum_of(text: &str, name: &str) -> Result<Option<f64>, ParseError> {
         .filter(|metric| metric.name == name)
         .filter(|metric| matches!(metric.kind, Type::Gauge | Type::Counter | Type::Untyped))
         .flat_map(|metric| &metric.samples)
-        .map(|sample| sample.value.value.as_f64())
+        // Parsed here rather than by the crate's `as_f64`, which unwraps.
+        .filter_map(|sample| sample.value.value.parse::<f64>().ok())
         // A count or a share is never negative, NaN or infinite: such a
         // sample is a broken series, left out rather than let it win or
         // lose every comparison.
