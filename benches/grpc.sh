@@ -44,10 +44,10 @@ AUTHORITY="$MODEL.$NAMESPACE.$DOMAIN"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SLUICE="$ROOT/target/release/sluice"
 LOAD="$ROOT/target/release/examples/grpc-load"
-CLK_TCK=$(getconf CLK_TCK)
-
-log() { printf '%s\n' "$*" >&2; }
-die() { log "grpc.sh: $*"; exit 1; }
+SCRIPT=grpc.sh
+TMP_PREFIX=sluice-grpc
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS must be a positive integer, not '$WORKERS'"
@@ -56,49 +56,6 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     (cd "$ROOT" && cargo build --release --bin sluice --example grpc-load) >&2
 fi
 [[ -x $SLUICE && -x $LOAD ]] || die "build first: cargo build --release --bin sluice --example grpc-load"
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-grpc.XXXXXX")
-PIDS=() # every process this script starts; stopped on exit
-
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# utime+stime of PID in clock ticks, all its threads (fields 14 and 15; the
-# command name may hold spaces, so cut after its closing paren).
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-
-# Waits for LOGFILE to hold a line matching PATTERN and prints the value of
-# KEY= in it (the address a process bound to port 0), at most 10 s.
-bound_addr() {
-    local pid=$1 logfile=$2 pattern=$3 key=$4 line
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { cat "$logfile" >&2; die "$pattern: the process exited"; }
-        line=$(grep -m1 -- "$pattern" "$logfile" || true)
-        if [[ -n $line ]]; then
-            sed -E "s/.*$key=([0-9.:]+).*/\\1/" <<<"$line"
-            return
-        fi
-        sleep 0.1
-    done
-    cat "$logfile" >&2
-    die "no '$pattern' line after 10 s"
-}
 
 # ---------------------------------------------------------------- processes
 
@@ -180,19 +137,14 @@ done
 
 # ---------------------------------------------------------------- summary
 
-# The median of KEY over TARGET's runs ("-" where the runs have no value).
-median() {
-    local target=$1 key=$2
-    grep " $target " "$TMP/runs" | sed -E "s/.* $key=([^ ]+).*/\\1/" | grep -v '^-$' | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-total_errors() { grep " $1 " "$TMP/runs" | sed -E 's/.* errors=([0-9]+).*/\1/' | awk '{ s += $1 } END { print s + 0 }'; }
+median() { median_of "$TMP/runs" "$@"; }
+errors_of() { total_errors "$TMP/runs" "$1"; }
 
 echo
 echo "| target | calls/s | p50 µs | p99 µs | errors | predictor CPU µs/call | gateway CPU µs/call |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for target in "${TARGETS[@]}"; do
-    echo "| $target | $(median "$target" calls_per_s) | $(median "$target" p50_us) | $(median "$target" p99_us) | $(total_errors "$target") | $(median "$target" predictor_cpu_us) | $(median "$target" gateway_cpu_us) |"
+    echo "| $target | $(median "$target" calls_per_s) | $(median "$target" p50_us) | $(median "$target" p99_us) | $(errors_of "$target") | $(median "$target" predictor_cpu_us) | $(median "$target" gateway_cpu_us) |"
 done
 if [[ -n $GATEWAY ]]; then
     awk -v gr="$(median gateway calls_per_s)" -v dr="$(median direct calls_per_s)" \

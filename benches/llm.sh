@@ -38,10 +38,10 @@ MODEL=llama
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SLUICE="$ROOT/target/release/sluice"
 LOAD="$ROOT/target/release/examples/stream-load"
-CLK_TCK=$(getconf CLK_TCK)
-
-log() { printf '%s\n' "$*" >&2; }
-die() { log "llm.sh: $*"; exit 1; }
+SCRIPT=llm.sh
+TMP_PREFIX=sluice-llm
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 [[ $STREAMS =~ ^[1-9][0-9]*$ ]] || die "STREAMS must be a positive integer, not '$STREAMS'"
@@ -50,49 +50,6 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     (cd "$ROOT" && cargo build --release --bin sluice --example stream-load) >&2
 fi
 [[ -x $SLUICE && -x $LOAD ]] || die "build first: cargo build --release --bin sluice --example stream-load"
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-llm.XXXXXX")
-PIDS=() # every process this script starts; stopped on exit
-
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# utime+stime of PID in clock ticks (fields 14 and 15, after the command name).
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-
-# Waits for LOGFILE to hold a line matching PATTERN and prints the value of
-# KEY= in it (the address a process bound to port 0), at most 10 s.
-bound_addr() {
-    local pid=$1 logfile=$2 pattern=$3 key=$4 line
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { cat "$logfile" >&2; die "$pattern: the process exited"; }
-        line=$(grep -m1 -- "$pattern" "$logfile" || true)
-        if [[ -n $line ]]; then
-            sed -E "s/.*$key=([0-9.:]+).*/\\1/" <<<"$line"
-            return
-        fi
-        sleep 0.1
-    done
-    cat "$logfile" >&2
-    die "no '$pattern' line after 10 s"
-}
 
 # ---------------------------------------------------------------- processes
 
@@ -185,18 +142,14 @@ done
 
 # ---------------------------------------------------------------- summary
 
-median() {
-    local target=$1 key=$2
-    grep " $target " "$TMP/runs" | sed -E "s/.* $key=([^ ]+).*/\\1/" | grep -v '^-$' | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-total_errors() { grep " $1 " "$TMP/runs" | sed -E 's/.* errors=([0-9]+).*/\1/' | awk '{ s += $1 } END { print s + 0 }'; }
+median() { median_of "$TMP/runs" "$@"; }
+errors_of() { total_errors "$TMP/runs" "$1"; }
 
 echo
 echo "| target | tokens/s | TTFT p50 ms | TTFT p99 ms | errors | model CPU µs/token | gateway CPU µs/token | gateway KiB/open stream |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for target in direct gateway; do
-    echo "| $target | $(median "$target" tokens_per_s) | $(median "$target" ttft_p50_ms) | $(median "$target" ttft_p99_ms) | $(total_errors "$target") | $(median "$target" model_cpu_us_per_token) | $(median "$target" gateway_cpu_us_per_token) | $(median "$target" gateway_kib_per_stream) |"
+    echo "| $target | $(median "$target" tokens_per_s) | $(median "$target" ttft_p50_ms) | $(median "$target" ttft_p99_ms) | $(errors_of "$target") | $(median "$target" model_cpu_us_per_token) | $(median "$target" gateway_cpu_us_per_token) | $(median "$target" gateway_kib_per_stream) |"
 done
 awk -v g50="$(median gateway ttft_p50_ms)" -v d50="$(median direct ttft_p50_ms)" \
     -v g99="$(median gateway ttft_p99_ms)" -v d99="$(median direct ttft_p99_ms)" \
