@@ -84,7 +84,7 @@ GATEWAY=$(bound_addr "$GATEWAY_PID" "$TMP/sluice.log" "sluice gateway started" l
 if [[ ${HEAPTRACK:-0} == 1 ]]; then
     # heaptrack's wrapper forks the gateway: measure the gateway itself.
     for _ in $(seq 50); do
-        child=$(pgrep -P "$GATEWAY_PID" -f "sluice --log info gateway" | head -1 || true)
+        child=$(pgrep -P "$GATEWAY_PID" -x sluice | head -1 || true)
         [[ -n $child ]] && break
         sleep 0.1
     done

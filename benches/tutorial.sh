@@ -19,8 +19,9 @@
 #             arrive at zero and are held; the gateway's RSS once all are
 #             held (and per held request, over its RSS before), then all
 #             must be answered 200; the gateway's peak RSS. HEAPTRACK=1 runs
-#             the gateway under heaptrack and prints where its heap was at the
-#             peak, per held request (benches/heap_peaks.py).
+#             the gateway under heaptrack, stops it while the requests are
+#             held, and prints where its heap was then, per held request
+#             (benches/heap_peaks.py).
 #   hyperheld the floor under "held": the same 10 000 POSTs held 20 s by
 #             benches/hyper_proxy.rs (hyper's HTTP/1 server and nothing of
 #             sluice's, as many workers as cores), then forwarded to a 0 ms
@@ -65,7 +66,7 @@ start_gateway() {
     if [ -n "${2:-}" ]; then # measure the gateway, not the wrapper
         local child=""
         for _ in $(seq 50); do
-            child=$(pgrep -P "$GW" -f "sluice gateway" | head -1 || true)
+            child=$(pgrep -P "$GW" -x sluice | head -1 || true)
             [ -n "$child" ] && break
             sleep 0.1
         done
@@ -182,20 +183,24 @@ part_held() {
     echo "  held at once: $held; gateway RSS $((idle_kib / 1024)) MiB before, $((held_kib / 1024)) MiB" \
         "holding them: $(awk -v a="$idle_kib" -v b="$held_kib" -v n="${held:-0}" \
             'BEGIN { if (n > 0) printf "%.1f", (b - a) / n; else print "?" }') KiB per held request"
-    wait "$hey"
-    hey_summary "$TMP/hey-held.txt"
-    echo "  gateway peak RSS (including releasing them all to one replica): $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' /proc/$GW/status)"
     if [ -n "$recording" ]; then
+        # The heap's peak must be the holding, not the release that follows:
+        # the gateway stops while they are held (they get 503s, not counted).
         trap '' TERM # heaptrack's wrapper passes a TERM on when the gateway ends
         stop_gateway
+        kill "$hey" 2>/dev/null || true
+        wait "$hey" 2>/dev/null || true
         for _ in $(seq 100); do ls "$recording"*.zst >/dev/null 2>&1 && break; sleep 0.1; done
         sleep 1
         echo "  where the heap was at its peak, per held request (benches/heap_peaks.py):"
         python3 "$ROOT/benches/heap_peaks.py" "$(ls "$recording"*.zst | head -1)" "$held" 12 | sed 's/^/    /'
         trap - TERM
-    else
-        stop_gateway
+        return
     fi
+    wait "$hey"
+    hey_summary "$TMP/hey-held.txt"
+    echo "  gateway peak RSS (including releasing them all to one replica): $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' /proc/$GW/status)"
+    stop_gateway
 }
 
 part_hyperheld() {
