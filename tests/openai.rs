@@ -242,6 +242,23 @@ async fn a_client_that_leaves_mid_stream_cancels_the_pods_request_through_the_ga
 }
 
 #[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_an_h2c_pods_stream() {
+    let pod = upstream().await;
+    let yaml = ConfigBuilder::new()
+        .service(
+            Service::static_pods("streamer", "models", &[pod.addr])
+                .set("protocol", "h2c")
+                .set("containerConcurrency", 1)
+                .set("queueTimeout", "3s"),
+        )
+        .yaml();
+    let gateway = TestGateway::start(&yaml).await;
+    let base = format!("http://{}", gateway.gateway.data_addr());
+    a_stream_left_mid_way_frees_its_slot(&base, "streamer.models.example.com", &pod).await;
+    assert_eq!(pod.seen.http2.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn a_client_that_leaves_mid_stream_cancels_the_pods_request_through_the_sidecar() {
     let pod = upstream().await;
     let sidecar = sluice::sidecar::Sidecar::start(sluice::sidecar::SidecarOptions {
